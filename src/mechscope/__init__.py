@@ -1,0 +1,30 @@
+"""mechscope: mechanistic interpretability on real Hugging Face modules.
+
+Public API:
+    load(model=None, *, dtype, device, revision, trust_remote_code) -> Model
+    save(model, folder)
+    Model.run(prompts, capture=[sites], patch={site: tensor_or_fn}, logits=True, padding_side="right")
+        -> (logits, ActivationCache)
+    interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
+    sites: SITE_DOC (names and shapes), Site
+    MechscopeError: bad input, one clear paragraph
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from . import interventions
+from .engine import ActivationCache, Batch
+from .errors import MechscopeError
+from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate
+from .loading import load, save
+from .model import Model, ModelConfig
+from .sites import SITE_DOC, Site
+
+try:
+    __version__ = _version("mechscope")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0+local"
+
+__all__ = [
+    "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
+    "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
+]

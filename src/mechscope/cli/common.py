@@ -1,0 +1,69 @@
+"""Options and helpers shared by the commands."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from ..errors import MechscopeError
+
+
+def model_options(fn):
+    """--model, --dtype, --device: every command that loads a model takes these."""
+    fn = click.option("--device", default="auto", show_default=True,
+                      help="cpu, cuda, cuda:N, mps or auto.")(fn)
+    fn = click.option("--dtype", default="auto", show_default=True,
+                      help="fp32, fp16, bf16 or auto (bf16 on a GPU that supports it, else fp32).")(fn)
+    fn = click.option("--model", "-m", "model_name", default="default", show_default=True,
+                      help="Hub id (gpt2, meta-llama/Llama-3.2-1B), local folder, .gguf file, or 'default'.")(fn)
+    return fn
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(fn)
+
+
+def load_model(model_name: str, dtype: str, device: str):
+    """Load quietly (no progress bars on stdout); errors become MechscopeError."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    from ..loading import load
+
+    return load(model_name, dtype=dtype, device=device)
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(_clean(obj), indent=2, ensure_ascii=False))
+
+
+def require_text(name: str, value: str) -> str:
+    if value is None or not value.strip():
+        raise MechscopeError(f"{name} is empty ({value!r}). Give at least one character of text.")
+    return value
+
+
+def console():
+    from rich.console import Console
+
+    return Console(file=sys.stdout, width=max(100, int(os.environ.get("COLUMNS", 100))), soft_wrap=False)
+
+
+def show_token(piece: str) -> str:
+    """A token piece made visible in a table: spaces as '·', newlines as '\\n'."""
+    return repr(piece)[1:-1].replace(" ", "·") if piece else "∅"

@@ -64,7 +64,7 @@ GPT_NEOX = Adapter(
     family="gpt_neox", base="gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
     attn="attention", attn_core="attention", attn_o="attention.dense",
     mlp="mlp", mlp_down="mlp.dense_4h_to_h", resid_mid=None,
-    ln_final="gpt_neox.final_layer_norm", unembed="embed_out",
+    ln_final="gpt_neox.final_layer_norm", unembed="lm_head",
 )
 
 BERT = Adapter(

@@ -8,13 +8,11 @@ Public API:
     interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
     sites: SITE_DOC (names and shapes), Site
     MechscopeError: bad input, one clear paragraph
-    extract(model, sites, input, out, ...) -> summary; ActivationDataset(out): read an activation dataset
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import interventions
 from .engine import ActivationCache, Batch
-from .extract import ActivationDataset, extract
 from .errors import MechscopeError
 from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate
 from .loading import load, save
@@ -29,5 +27,4 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
     "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
-    "extract", "ActivationDataset",
 ]

@@ -8,12 +8,15 @@ Public API:
     interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
     sites: SITE_DOC (names and shapes), Site
     MechscopeError: bad input, one clear paragraph
+    describe, tokenize_table, generate, next_token_table, logit_lens, plot_lens: the first commands' logic
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import interventions
+from .analysis import describe, generate, next_token_table, tokenize_table
 from .engine import ActivationCache, Batch
 from .errors import MechscopeError
+from .lens import LensResult, logit_lens, plot_lens
 from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate
 from .loading import load, save
 from .model import Model, ModelConfig
@@ -27,4 +30,5 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
     "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
+    "describe", "tokenize_table", "generate", "next_token_table", "logit_lens", "plot_lens", "LensResult",
 ]

@@ -187,12 +187,12 @@ def _resid_mid_hooks(model, site: Site, transform) -> list:
 
 
 def _stop_hook(model, site: Site):
+    """Raise StopForward once `site` has been read: before the module runs for inputs, after it for the rest
+    (a pattern is taken inside its attention module's forward, a resid_mid at its attention output)."""
     def stop(*_):
         raise StopForward
 
     module = model.module(site.path)
     if site.io == "in":
-        return module.register_forward_pre_hook(lambda mod, args: stop())
-    if site.io == "pattern":  # the probabilities are taken inside the attention module's forward
-        return module.register_forward_hook(lambda mod, args, out: stop())
-    return module.register_forward_hook(lambda mod, args, out: stop())
+        return module.register_forward_pre_hook(stop)
+    return module.register_forward_hook(stop)

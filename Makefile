@@ -4,7 +4,7 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.mechscope-installed
-DEMO_OUT ?= out/demo
+DEMO_OUT ?= out/patching
 
 .PHONY: setup demo test test-fast browser clean
 
@@ -24,11 +24,11 @@ browser:
 	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) ) || \
 	  echo "chromium not installed: browser tests will be skipped"
 
-# The main job on the embedded default model (replaced by the patching experiment once it lands).
+# The main job on the embedded default model: the seeds' activation-patching experiment, with its report.
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/mechscope inspect
-	HF_HUB_OFFLINE=1 $(BIN)/mechscope next-token "The capital of France is" --top-k 10
-	HF_HUB_OFFLINE=1 $(BIN)/mechscope lens "The capital of France is" --target " Paris" --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/mechscope patch --clean "Michelle Jones was a top-notch student. Michelle" \
+	  --corrupt "Michelle Smith was a top-notch student. Michelle" --tokens " Smith" " Jones" --out $(DEMO_OUT)
+	@echo "report: $(DEMO_OUT)/report.html"
 
 test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra tests

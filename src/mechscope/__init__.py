@@ -8,11 +8,12 @@ Public API:
     interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
     sites: SITE_DOC (names and shapes), Site
     MechscopeError: bad input, one clear paragraph
+    patching: activation-patching sweeps (patching.sweep, exact and attribution)
     describe, tokenize_table, generate, next_token_table, logit_lens, plot_lens: the first commands' logic
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import interventions
+from . import interventions, patching
 from .analysis import describe, generate, next_token_table, tokenize_table
 from .engine import ActivationCache, Batch
 from .errors import MechscopeError
@@ -31,4 +32,5 @@ __all__ = [
     "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
     "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
     "describe", "tokenize_table", "generate", "next_token_table", "logit_lens", "plot_lens", "LensResult",
+    "patching",
 ]

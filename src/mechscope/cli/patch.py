@@ -1,0 +1,126 @@
+"""Activation patching sweep: which layer and position carry the answer.
+
+\b
+Runs the corrupted prompt with one activation at a time replaced by the clean run's (denoise; --direction noise does
+the reverse) and records a metric of the last position's next-token prediction. Writes to --out: result.json,
+result.csv, heatmap.png and report.html (self-contained; hover a cell for its value).
+
+\b
+Example (the classic name-swap experiment on the embedded model):
+  mechscope patch --clean "Michelle Jones was a top-notch student. Michelle" \\
+      --corrupt "Michelle Smith was a top-notch student. Michelle" --tokens " Smith" " Jones" --out out/patching
+
+\b
+Sites: resid_pre, resid_mid, resid_post, attn_out, mlp_out (layers x positions); z (layers x heads, every position
+at once, or one position with --positions P). Metrics: logit_diff = logit(A) - logit(B); logprob / prob of A;
+kl = KL(clean || patched); normalized = (patched - corrupted) / (clean - corrupted) of the logit difference.
+--spec pairs.yaml runs several pairs (keys: pairs: [{clean, corrupt, tokens: [A, B]}], optional site, metric, ...)
+and reports each pair (under pairs/NN/) and their mean. --method attribution is the linear approximation (two
+forwards, one backward); --verify-top K re-runs its K strongest cells exactly and prints both side by side.
+"""
+from __future__ import annotations
+
+import click
+
+from ..errors import MechscopeError
+from . import common
+
+
+@click.command("patch", help=__doc__)
+@click.option("--clean", help="The clean prompt (whose activations are patched in when denoising).")
+@click.option("--corrupt", help="The corrupted prompt, same number of tokens as --clean.")
+@click.option("--tokens", nargs=2, type=str, default=None,
+              help="Answer tokens A B (with their leading space, e.g. \" Smith\" \" Jones\").")
+@click.option("--site", default=None, help="resid_pre | resid_mid | resid_post | attn_out | mlp_out | z "
+              "[default: resid_post]")
+@click.option("--metric", default=None, help="logit_diff | logprob | prob | kl | normalized [default: logit_diff]")
+@click.option("--direction", default=None, help="denoise | noise [default: denoise]")
+@click.option("--method", default=None, help="exact | attribution [default: exact]")
+@click.option("--verify-top", "verify_top", type=int, default=None,
+              help="With --method attribution: re-run the K strongest cells exactly.")
+@click.option("--layers", default=None, help="Layers to patch, e.g. '0-5,8' or '-1' [default: all].")
+@click.option("--positions", default=None,
+              help="Positions to patch, e.g. '3,10' [default: all]; for --site z the position(s) patched per head.")
+@click.option("--spec", "spec_path", default=None, type=click.Path(),
+              help="YAML file with several prompt pairs (see above).")
+@click.option("--max-batch", type=int, default=None, help="Patched variants run together (default: memory budget).")
+@click.option("--out", "out_dir", default="out/patching", show_default=True, help="Output folder.")
+@common.model_options
+@common.json_option
+def patch_cmd(clean, corrupt, tokens, site, metric, direction, method, verify_top, layers, positions, spec_path,
+              max_batch, out_dir, model_name, dtype, device, as_json):
+    from ..patching import load_spec, sweep, sweep_spec
+
+    if spec_path:
+        if clean or corrupt or tokens:
+            raise MechscopeError("Give either --spec or --clean/--corrupt/--tokens, not both.")
+        spec = load_spec(spec_path)
+    else:
+        missing = [n for n, v in (("--clean", clean), ("--corrupt", corrupt), ("--tokens", tokens)) if not v]
+        if missing:
+            raise MechscopeError(f"Missing {', '.join(missing)}: give --clean TEXT --corrupt TEXT --tokens A B, or "
+                                 "--spec pairs.yaml.")
+        spec = None
+    if verify_top and (method or (spec or {}).get("method")) != "attribution":
+        raise MechscopeError("--verify-top checks attribution patching: use it with --method attribution.")
+    model = common.load_model(spec.get("model", model_name) if spec and model_name == "default" else model_name,
+                              dtype, device)
+    opts = dict(site=site, metric=metric, direction=direction, method=method, layers=layers, positions=positions,
+                verify_top=verify_top, max_batch=max_batch)
+    if spec is not None:
+        res = sweep_spec(model, spec, **opts)
+    else:
+        res = sweep(model, clean, corrupt, tokens, **{k: v for k, v in opts.items() if v is not None})
+    from ..patching.sweep import command_for
+
+    res.command = command_for(model_name, clean, corrupt, tokens or (), site, metric, direction, method, layers,
+                              positions, verify_top, out_dir, spec=spec_path, dtype=dtype, device=device)
+    paths = res.save(out_dir)
+    if as_json:
+        data = res.to_json()
+        if res.verify:
+            data = dict(data, verify={"correlation": res.verify_correlation, "cells": res.verify})
+        common.emit_json(data)
+        return
+    _print(res, paths)
+
+
+def _print(res, paths) -> None:
+    show = common.show_token
+    con = common.console()
+    cleans = res.clean if isinstance(res.clean, list) else [res.clean]
+    corrupts = res.corrupt if isinstance(res.corrupt, list) else [res.corrupt]
+    con.print(f"model    {res.model}", markup=False, highlight=False)
+    for c, k in zip(cleans, corrupts):
+        con.print(f"clean    {c!r}\ncorrupt  {k!r}", markup=False, highlight=False)
+    mt = res.metric_tokens if isinstance(res.metric_tokens[0], dict) else res.metric_tokens[0]
+    con.print("tokens   " + ", ".join(f"{t['role']}={t['text']!r} (id {t['id']})" for t in mt), markup=False,
+              highlight=False)
+    con.print(f"site     {res.site} ({res.direction}, {res.method}); metric {res.metric}: clean "
+              f"{res.clean_value:.4f}, corrupted {res.corrupt_value:.4f}; {res.seconds:.2f} s", markup=False,
+              highlight=False)
+    from rich.table import Table
+
+    t = Table(title=f"{res.metric} after patching (rows: layers, columns: {res.column_kind}s)", show_lines=False)
+    t.add_column("layer", justify="right")
+    for j in range(len(res.columns)):
+        c = res.columns[j]
+        t.add_column(f"{c}\n{show(res.tokens[c]['text'])}" if res.site != "z" else res.column_label(j),
+                     justify="right")
+    for L, row in zip(res.layers, res.matrix):
+        t.add_row(str(L), *[f"{x:.2f}" for x in row])
+    con.print(t)
+    if res.verify:
+        v = Table(title=f"attribution vs exact, {len(res.verify)} strongest cells (correlation "
+                  f"{'n/a' if res.verify_correlation is None else f'{res.verify_correlation:.4f}'})")
+        for col in ("layer", res.column_kind, "attribution", "exact"):
+            v.add_column(col, justify="right")
+        for r in res.verify:
+            v.add_row(str(r["layer"]), str(r["column"]), f"{r['attribution']:.4f}", f"{r['exact']:.4f}")
+        con.print(v)
+    for name, p in paths.items():
+        con.print(f"wrote {p}", markup=False, highlight=False)
+    if res.pairs:
+        folder = paths["result.json"].parent / "pairs"
+        con.print(f"wrote each pair's files under {folder}/00 .. {len(res.pairs) - 1:02d}", markup=False,
+                  highlight=False)

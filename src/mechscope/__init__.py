@@ -8,6 +8,7 @@ Public API:
     interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
     sites: SITE_DOC (names and shapes), Site
     MechscopeError: bad input, one clear paragraph
+    extract(model, sites, input, out, ...) -> summary; ActivationDataset(out): read an activation dataset
     patching: activation-patching sweeps (patching.sweep, exact and attribution)
     describe, tokenize_table, generate, next_token_table, logit_lens, plot_lens: the first commands' logic
 """
@@ -17,6 +18,7 @@ from . import interventions, patching
 from .analysis import describe, generate, next_token_table, tokenize_table
 from .engine import ActivationCache, Batch
 from .errors import MechscopeError
+from .extract import ActivationDataset, extract
 from .lens import LensResult, logit_lens, plot_lens
 from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate
 from .loading import load, save
@@ -32,5 +34,5 @@ __all__ = [
     "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
     "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
     "describe", "tokenize_table", "generate", "next_token_table", "logit_lens", "plot_lens", "LensResult",
-    "patching",
+    "patching", "extract", "ActivationDataset",
 ]

@@ -8,22 +8,24 @@ Public API:
     interventions: replace, add, zero_ablate, mean_ablate, mean_over_tokens
     sites: SITE_DOC (names and shapes), Site
     MechscopeError: bad input, one clear paragraph
-    extract(model, sites, input, out, ...) -> summary; ActivationDataset(out): read an activation dataset
-    patching: activation-patching sweeps (patching.sweep, exact and attribution)
     describe, tokenize_table, generate, next_token_table, logit_lens, plot_lens: the first commands' logic
+    patching: activation-patching sweeps (patching.sweep, exact and attribution)
+    extract(model, sites, input, out, ...) -> summary; ActivationDataset(out): read an activation dataset
+    sae: sparse autoencoders (sae.train, sae.evaluate, sae.features, sae.export_saelens, sae.import_saelens)
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import interventions, patching
+from . import interventions
 from .analysis import describe, generate, next_token_table, tokenize_table
 from .engine import ActivationCache, Batch
 from .errors import MechscopeError
 from .extract import ActivationDataset, extract
-from .lens import LensResult, logit_lens, plot_lens
 from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate
+from .lens import LensResult, logit_lens, plot_lens
 from .loading import load, save
 from .model import Model, ModelConfig
 from .sites import SITE_DOC, Site
+from . import patching, sae  # noqa: E402  (they build on the modules above)
 
 try:
     __version__ = _version("mechscope")
@@ -34,5 +36,5 @@ __all__ = [
     "load", "save", "Model", "ModelConfig", "ActivationCache", "Batch", "Site", "SITE_DOC", "MechscopeError",
     "interventions", "replace", "add", "zero_ablate", "mean_ablate", "mean_over_tokens", "__version__",
     "describe", "tokenize_table", "generate", "next_token_table", "logit_lens", "plot_lens", "LensResult",
-    "patching", "extract", "ActivationDataset",
+    "patching", "extract", "ActivationDataset", "sae",
 ]

@@ -1,0 +1,177 @@
+"""The sparse autoencoder: TopK, BatchTopK and ReLU (L1) architectures, one module.
+
+Conventions (the same as SAELens, so export is a renaming):
+
+    x_s   = x * input_scale                       inputs scaled so that their mean norm is sqrt(d_in)
+    pre   = (x_s - b_dec) @ W_enc + b_enc         W_enc (d_in, d_sae)
+    acts  = act_fn(pre)                           topk / batchtopk / relu / jumprelu, always >= 0
+    x_hat = (acts @ W_dec + b_dec) / input_scale  W_dec (d_sae, d_in): one unit-norm row per latent
+
+`encode` and `decode` take and return activations in the model's own units; the scale is internal.
+BatchTopK keeps the k * batch largest activations of a batch while training and learns a threshold (an exponential
+moving average of the smallest activation it kept); at inference it is a JumpReLU with that threshold.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import MechscopeError
+
+ARCHS = ("topk", "batchtopk", "relu", "jumprelu")
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class SAEConfig:
+    d_in: int
+    d_sae: int
+    arch: str = "topk"
+    k: Optional[int] = 32
+    input_scale: float = 1.0
+    site: Optional[str] = None
+    model: Optional[str] = None
+    extra: dict = field(default_factory=dict)  # training config, provenance: written as-is to config.json
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise MechscopeError(f"Unknown SAE architecture {self.arch!r}. Choose one of: {', '.join(ARCHS[:3])}.")
+        if self.arch in ("topk", "batchtopk") and (self.k is None or not 0 < self.k <= self.d_sae):
+            raise MechscopeError(f"k={self.k} is not valid for {self.arch} with {self.d_sae} latents: "
+                                 f"use 1 <= k <= {self.d_sae}.")
+
+
+class SAE(nn.Module):
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, m = cfg.d_in, cfg.d_sae
+        self.W_enc = nn.Parameter(torch.zeros(d, m))
+        self.W_dec = nn.Parameter(torch.zeros(m, d))
+        self.b_enc = nn.Parameter(torch.zeros(m))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        # inference threshold (scaled units): BatchTopK's learned scalar, JumpReLU's per-latent values
+        self.register_buffer("threshold", torch.zeros(m))
+
+    # ---- construction --------------------------------------------------------------------------------------------
+    @classmethod
+    def init(cls, cfg: SAEConfig, generator: Optional[torch.Generator] = None,
+             data_mean: Optional[torch.Tensor] = None) -> "SAE":
+        """Random unit-norm decoder rows, encoder = decoder transposed, b_enc = 0, b_dec = data mean (scaled)."""
+        sae = cls(cfg)
+        with torch.no_grad():
+            w = torch.randn(cfg.d_sae, cfg.d_in, generator=generator)
+            w /= w.norm(dim=-1, keepdim=True)
+            sae.W_dec.copy_(w)
+            sae.W_enc.copy_(w.T)
+            if data_mean is not None:
+                sae.b_dec.copy_(data_mean)
+        return sae
+
+    @classmethod
+    def identity(cls, d: int) -> "SAE":
+        """An exact identity 'SAE' (ReLU, 2d latents: relu(x) - relu(-x) = x). Used to test the splice."""
+        sae = cls(SAEConfig(d_in=d, d_sae=2 * d, arch="relu", k=None))
+        eye = torch.eye(d)
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+            sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        return sae
+
+    # ---- forward -------------------------------------------------------------------------------------------------
+    def pre_acts(self, x_scaled: torch.Tensor) -> torch.Tensor:
+        return (x_scaled - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: torch.Tensor, training: bool = False) -> torch.Tensor:
+        arch = self.cfg.arch
+        if arch == "relu":
+            return torch.relu(pre)
+        if arch == "topk" or (arch == "batchtopk" and not training):
+            if arch == "batchtopk":
+                return pre * (pre > self.threshold)
+            vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
+        if arch == "batchtopk":  # training: the k * batch largest over the whole batch
+            flat = pre.relu().flatten()
+            n = min(self.cfg.k * pre.shape[0], flat.numel())
+            vals, idx = flat.topk(n, sorted=False)
+            return torch.zeros_like(flat).scatter_(0, idx, vals).view_as(pre)
+        return torch.relu(pre) * (pre > self.threshold)  # jumprelu
+
+    def encode_scaled(self, x_scaled: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.pre_acts(x_scaled))
+
+    def decode_scaled(self, acts: torch.Tensor) -> torch.Tensor:
+        return acts @ self.W_dec + self.b_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations (..., d_sae) of inputs in model units (..., d_in)."""
+        return self.encode_scaled(x.to(self.W_enc.dtype) * self.cfg.input_scale)
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in model units."""
+        return self.decode_scaled(acts) / self.cfg.input_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of x (any leading shape), returned in x's dtype: what the splice test patches in."""
+        return self.decode(self.encode(x)).to(x.dtype)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8))
+
+    # ---- files ---------------------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def save(self, folder) -> Path:
+        """Write sae.safetensors and config.json (the resolved config) into `folder`."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "mechscope-sae"})
+        tmp.replace(folder / WEIGHTS_FILE)
+        tmp = folder / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.config_dict(), indent=2, default=str))
+        tmp.replace(folder / CONFIG_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder, device="cpu") -> "SAE":
+        """Load a SAE written by `save` (or by `mechscope sae train`)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / WEIGHTS_FILE).exists() or not (folder / CONFIG_FILE).exists():
+            if (folder / "cfg.json").exists():
+                raise MechscopeError(f"{folder} holds a SAELens SAE, not a mechscope one. Convert it first: "
+                                     f"mechscope sae import {folder} --out DIR.")
+            raise MechscopeError(f"No SAE in {folder}: expected {WEIGHTS_FILE} and {CONFIG_FILE} "
+                                 "(written by `mechscope sae train`).")
+        raw = json.loads((folder / CONFIG_FILE).read_text())
+        known = {f for f in SAEConfig.__dataclass_fields__}
+        cfg = SAEConfig(**{k: v for k, v in raw.items() if k in known})
+        sae = cls(cfg)
+        sae.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        return sae.to(device).eval()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise MechscopeError(f"Device {device!r} is not valid: use cpu, cuda, cuda:N, mps or auto.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MechscopeError(f"Device {device!r} was asked for but CUDA is not available here. Use --device cpu.")
+    return dev

@@ -1,0 +1,307 @@
+"""Training a SAE on one site of an activation dataset (`mechscope sae train`, `mechscope.sae.train`).
+
+What it does, in order: hold out the last ~5% of rows (at a document boundary) for evaluation; estimate from a
+sample of training rows the input scale that gives a mean norm of sqrt(d_in) (stored with the SAE) and the data mean
+(the initial decoder bias); then Adam on shuffled batches with a linear LR warm-up (and a linear decay over the last
+20% of steps), decoder rows projected and renormalised to unit norm after every step, and the auxiliary loss of
+Gao et al. (2024): the residual x - x_hat is reconstructed from the top `aux_k` pre-activations of the latents that
+have been dead (not active) for `dead_tokens` tokens, weighted by `aux_coef`. Checkpoints are written atomically
+every `checkpoint_every` steps; `resume=True` continues from the last one and ends with exactly the weights an
+uninterrupted run with the same seed gives (the data order is a function of the step, not of the history).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import MechscopeError
+from . import sparse
+from .data import RowStream, check_site, manifest_model, open_dataset, sample_rows, split_rows
+from .model import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig, resolve_device
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    site: str
+    arch: str = "topk"
+    k: int = 32
+    expansion: int = 16
+    d_sae: Optional[int] = None          # overrides expansion
+    l1: float = 5.0                      # ReLU only: loss = ||x - x_hat||^2 + l1 * sum(acts)
+    lr: Optional[float] = None           # None: 2e-4 * sqrt(16384 / d_sae), clipped to [1e-4, 1e-3]
+    batch_tokens: int = 4096
+    tokens: Optional[int] = None         # None: one pass over the training rows
+    seed: int = 0
+    warmup_steps: Optional[int] = None   # None: min(1000, 5% of steps)
+    decay_fraction: float = 0.2
+    aux_k: Optional[int] = None          # None: d_in // 2
+    aux_coef: float = 1 / 32
+    dead_tokens: Optional[int] = None    # None: min(10M, total tokens // 5)
+    threshold_lr: float = 0.01           # BatchTopK threshold EMA rate
+    heldout_tokens: Optional[int] = None
+    checkpoint_every: int = 500
+    log_every: int = 20
+    buffer_tokens: int = 1 << 18
+    sparse: bool = True                  # TopK/BatchTopK: sparse kernels (sparse.py) instead of dense matmuls
+    device: str = "auto"
+
+
+def _resolve(cfg: TrainConfig, d_in: int, n_train: int) -> dict:
+    r = asdict(cfg)
+    d_sae = cfg.d_sae or cfg.expansion * d_in
+    if cfg.arch not in ("topk", "batchtopk", "relu"):
+        raise MechscopeError(f"--arch {cfg.arch!r} is not valid: use topk, batchtopk or relu.")
+    if cfg.batch_tokens < 1:
+        raise MechscopeError(f"--batch-tokens must be positive (got {cfg.batch_tokens}).")
+    tokens = cfg.tokens if cfg.tokens is not None else n_train
+    if tokens < 1:
+        raise MechscopeError(f"--tokens must be positive (got {tokens}).")
+    steps = math.ceil(tokens / cfg.batch_tokens)
+    r.update(
+        d_in=d_in, d_sae=d_sae, tokens=steps * cfg.batch_tokens, steps=steps,
+        lr=cfg.lr if cfg.lr is not None else float(min(1e-3, max(1e-4, 2e-4 * math.sqrt(16384 / d_sae)))),
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else min(1000, max(1, steps // 20)),
+        aux_k=min(cfg.aux_k or max(1, d_in // 2), d_sae),
+        dead_tokens=cfg.dead_tokens or max(cfg.batch_tokens, min(10_000_000, steps * cfg.batch_tokens // 5)),
+    )
+    if cfg.arch == "relu":
+        r["k"] = None
+    return r
+
+
+def lr_at(step: int, r: dict) -> float:
+    """Linear warm-up to lr over warmup_steps, constant, then linear decay to 0 over the last decay_fraction."""
+    lr, steps = r["lr"], r["steps"]
+    scale = min(1.0, (step + 1) / max(1, r["warmup_steps"]))
+    decay_start = int(steps * (1 - r["decay_fraction"]))
+    if r["decay_fraction"] > 0 and step >= decay_start:
+        scale = min(scale, (steps - step) / max(1, steps - decay_start))
+    return lr * scale
+
+
+class Trainer:
+    """One training run. `step()` is one optimizer step; `run()` the whole loop with checkpoints."""
+
+    def __init__(self, sae: SAE, r: dict, stream: RowStream, device):
+        self.sae, self.r, self.stream, self.device = sae.to(device), r, stream, device
+        kw = {"fused": True} if device.type == "cuda" else {}
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=r["lr"], betas=(0.9, 0.999), **kw)
+        self.since_fired = torch.zeros(r["d_sae"], dtype=torch.long, device=device)
+        self.step_i = 0
+
+    def loss(self, x: torch.Tensor) -> dict:
+        """Loss of one batch (scaled inputs): reconstruction + (ReLU) L1 + aux-k on dead latents.
+
+        TopK and BatchTopK use the sparse kernels of `sparse.py` (one dense matmul per step) unless
+        `sparse=False`; both paths compute the same function and gradients (tested)."""
+        sae, r = self.sae, self.r
+        arch = sae.cfg.arch
+        b = x.shape[0]
+        x_c = x - sae.b_dec
+        if arch in ("topk", "batchtopk") and r.get("sparse", True):
+            with torch.no_grad():
+                pre = x_c @ sae.W_enc + sae.b_enc
+                sel = sparse.select_topk(pre, sae.cfg.k) if arch == "topk" else sparse.select_batch_topk(pre, sae.cfg.k)
+            rows, cols, offsets = sel
+            vals = sparse.gather(x_c, sae.W_enc, sae.b_enc, pre, rows, cols, offsets).relu()
+            x_hat = sparse.decode(sae.W_dec, sae.b_dec, rows, cols, offsets, vals)
+            on = vals > 0
+            fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+            fired[cols[on]] = True
+            n_on, min_pos = on.sum(), (vals[on].min() if arch == "batchtopk" and bool(on.any()) else None)
+            l1 = None
+        else:
+            pre = x_c @ sae.W_enc + sae.b_enc
+            acts = sae.activate(pre, training=True)
+            x_hat = sae.decode_scaled(acts)
+            on = acts > 0
+            fired, n_on = on.any(0), on.sum()
+            min_pos = acts[on].min() if arch == "batchtopk" and bool(on.any()) else None
+            l1 = acts.sum(-1).mean() if arch == "relu" else None
+        err = x - x_hat
+        loss = err.pow(2).sum(-1).mean()
+        if l1 is not None:
+            loss = loss + r["l1"] * l1
+        aux = None
+        dead = self.since_fired >= r["dead_tokens"]
+        n_dead = int(dead.sum())  # one host sync per step; cheap next to the matmuls
+        if n_dead and r["aux_coef"] > 0:
+            k_aux = min(r["aux_k"], n_dead)
+            with torch.no_grad():
+                pre_d = pre.detach() if pre.requires_grad else pre
+                masked = torch.where(dead[None], pre_d, torch.full_like(pre_d, -torch.inf))
+                a_rows, a_cols, a_off = sparse.select_topk(masked, k_aux)
+            a_vals = sparse.gather(x_c, sae.W_enc, sae.b_enc, pre_d, a_rows, a_cols, a_off).relu()
+            e_hat = sparse.decode(sae.W_dec, torch.zeros_like(sae.b_dec), a_rows, a_cols, a_off, a_vals)
+            aux = (err.detach() - e_hat).pow(2).sum(-1).mean()
+            loss = loss + r["aux_coef"] * aux
+        return {"loss": loss, "x": x, "x_hat": x_hat, "fired": fired, "l0": n_on / b, "min_pos": min_pos, "aux": aux}
+
+    def step(self) -> dict:
+        r, sae = self.r, self.sae
+        x = self.stream.batch(self.step_i)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step_i, r)
+        out = self.loss(x)
+        self.opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        with torch.no_grad():
+            g, w = sae.W_dec.grad, sae.W_dec  # keep only the gradient orthogonal to each unit-norm decoder row
+            g.sub_((g * w).sum(-1, keepdim=True) * w)
+        self.opt.step()
+        sae.normalize_decoder()
+        with torch.no_grad():
+            self.since_fired += x.shape[0]
+            self.since_fired[out["fired"]] = 0
+            if out["min_pos"] is not None:
+                sae.threshold.mul_(1 - r["threshold_lr"]).add_(r["threshold_lr"] * out["min_pos"])
+        self.step_i += 1
+        return out
+
+    @staticmethod
+    def stats(out: dict, since_fired: torch.Tensor, r: dict) -> dict:
+        with torch.no_grad():
+            x, x_hat = out["x"].double(), out["x_hat"].double()
+            fvu = float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp(min=1e-30))
+            return {"loss": float(out["loss"]), "fvu": fvu, "l0": float(out["l0"]),
+                    "dead": float((since_fired >= r["dead_tokens"]).float().mean()),
+                    "aux": None if out["aux"] is None else float(out["aux"])}
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step_i, "sae": self.sae.state_dict(), "opt": self.opt.state_dict(),
+                "since_fired": self.since_fired, "resolved": self.r}
+
+    def save_checkpoint(self, folder: Path) -> None:
+        tmp = folder / (CHECKPOINT_FILE + ".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(folder / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, state: dict) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.since_fired.copy_(state["since_fired"])
+        self.step_i = int(state["step"])
+
+
+_RUN_KEYS = ("site", "arch", "k", "d_sae", "l1", "lr", "batch_tokens", "tokens", "seed", "warmup_steps",
+             "decay_fraction", "aux_k", "aux_coef", "dead_tokens", "threshold_lr", "heldout_tokens", "buffer_tokens",
+             "sparse")
+
+
+def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: int = 32, expansion: int = 16,
+          d_sae: Optional[int] = None, l1: float = 5.0, lr: Optional[float] = None, batch_tokens: int = 4096,
+          tokens: Optional[int] = None, seed: int = 0, resume: bool = False, device: str = "auto",
+          progress: bool = True, checkpoint_every: int = 500, log_every: int = 20, warmup_steps: Optional[int] = None,
+          decay_fraction: float = 0.2, aux_k: Optional[int] = None, aux_coef: float = 1 / 32,
+          dead_tokens: Optional[int] = None, threshold_lr: float = 0.01, heldout_tokens: Optional[int] = None,
+          buffer_tokens: int = 1 << 18, sparse: bool = True, _stop_after: Optional[int] = None) -> SAE:
+    """Train a SAE on `site` of the activation dataset `data` (a folder or a dataset object) and write it to `out`.
+
+    Mirrors `mechscope sae train`. Returns the trained SAE; `out` then holds sae.safetensors, config.json (the
+    resolved config, the data's provenance and the final training statistics), train_log.jsonl and checkpoint.pt.
+    """
+    if out is None:
+        raise MechscopeError("No output folder: pass out=DIR (--out DIR).")
+    out = Path(out)
+    ds = open_dataset(data)
+    site = check_site(ds, site)
+    cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1, lr=lr,
+                      batch_tokens=batch_tokens, tokens=tokens, seed=seed, warmup_steps=warmup_steps,
+                      decay_fraction=decay_fraction, aux_k=aux_k, aux_coef=aux_coef, dead_tokens=dead_tokens,
+                      threshold_lr=threshold_lr, heldout_tokens=heldout_tokens, checkpoint_every=checkpoint_every,
+                      log_every=log_every, buffer_tokens=buffer_tokens, sparse=sparse, device=device)
+    dev = resolve_device(device)
+    d_in = int(ds.d(site))
+    n_train, n_total = split_rows(ds, heldout_tokens)
+    r = _resolve(cfg, d_in, n_train)
+
+    ckpt = out / CHECKPOINT_FILE
+    state = None
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise MechscopeError(f"{out} is not empty (an earlier run?). Pass --resume to continue it, or choose "
+                                 "another --out. Nothing was overwritten.")
+        if ckpt.exists():
+            state = torch.load(ckpt, map_location=dev, weights_only=False)
+            old = state["resolved"]
+            diff = [key for key in _RUN_KEYS if old.get(key) != r.get(key)]
+            if diff:
+                raise MechscopeError(
+                    "--resume with different settings than the run in " + f"{out}: " + ", ".join(
+                        f"{key}={old.get(key)!r} there, {r.get(key)!r} now" for key in diff)
+                    + ". Use the same settings, or another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if state is None:  # scale and bias from a sample of training rows
+        sample = sample_rows(ds, site, n_train, seed=seed)
+        mean_norm = float(np.linalg.norm(sample.astype(np.float64), axis=1).mean())
+        if not math.isfinite(mean_norm) or mean_norm == 0:
+            raise MechscopeError(f"The activations at {site} have mean norm {mean_norm}: cannot scale them. "
+                                 "Check the dataset (fp16 overflow? use bf16).")
+        scale = math.sqrt(d_in) / mean_norm
+        data_mean = torch.from_numpy((sample.astype(np.float64) * scale).mean(0)).float()
+    else:
+        scale, data_mean = state["resolved"]["input_scale"], None
+    r["input_scale"] = scale
+    provenance = {"path": str(data) if isinstance(data, (str, Path)) else None, "model": manifest_model(ds),
+                  "rows": n_total, "train_rows": [0, n_train], "heldout_rows": [n_train, n_total]}
+    scfg = SAEConfig(d_in=d_in, d_sae=r["d_sae"], arch=arch, k=r["k"], input_scale=scale, site=site,
+                     model=provenance["model"], extra={"train": r, "data": provenance})
+    gen = torch.Generator().manual_seed(seed)
+    sae = SAE.init(scfg, generator=gen, data_mean=data_mean)
+    (out / CONFIG_FILE).write_text(json.dumps(sae.config_dict(), indent=2, default=str))
+
+    stream = RowStream(ds, site, n_train, r["batch_tokens"], seed, scale=scale, buffer_tokens=r["buffer_tokens"],
+                       device=dev)
+    trainer = Trainer(sae, r, stream, dev)
+    if state is not None:
+        trainer.load_checkpoint(state)
+        if trainer.step_i >= r["steps"] and (out / WEIGHTS_FILE).exists():
+            stream.close()
+            return SAE.load(out, device=dev)
+    log = open(out / LOG_FILE, "a")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=r["steps"], initial=trainer.step_i, unit="step", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, desc=f"sae {arch} {site}")
+    t0, s0, last = time.perf_counter(), trainer.step_i, {}
+    try:
+        while trainer.step_i < r["steps"]:
+            outp = trainer.step()
+            i = trainer.step_i
+            if i % log_every == 0 or i == r["steps"]:
+                last = trainer.stats(outp, trainer.since_fired, r)
+                entry = {"step": i, "tokens": i * r["batch_tokens"], "lr": lr_at(i - 1, r), **last}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{last['loss']:.4g}", fvu=f"{last['fvu']:.3f}", l0=f"{last['l0']:.1f}",
+                                dead=f"{last['dead']:.1%}", refresh=False)
+            bar.update(1)
+            if i % checkpoint_every == 0 and i < r["steps"]:
+                trainer.save_checkpoint(out)
+            if _stop_after is not None and i >= _stop_after:  # tests: simulate a kill right here
+                raise KeyboardInterrupt
+    finally:
+        bar.close()
+        log.close()
+        stream.close()
+    seconds = time.perf_counter() - t0
+    trainer.save_checkpoint(out)
+    sae.cfg.extra["result"] = {"steps": r["steps"], "tokens": r["tokens"], "seconds_this_session": seconds,
+                               "tokens_per_s_this_session": (r["steps"] - s0) * r["batch_tokens"] / max(seconds, 1e-9),
+                               "last_batch": last}
+    sae.eval()
+    sae.save(out)
+    return sae

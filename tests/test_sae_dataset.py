@@ -1,0 +1,121 @@
+"""SAE commands on a real activation dataset extracted from a tiny model: CLI train/eval/features/export/import,
+the splice test through the engine, and resume after a real SIGKILL of the training process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import mechscope
+from mechscope.cli import main
+from mechscope.sae import SAE, evaluate, train
+from mechscope.tiny import tiny_model
+
+SITE = "blocks.1.hook_mlp_out"
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega").split()
+
+
+@pytest.fixture(scope="module")
+def acts(tmp_path_factory):
+    import random
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) + "." for _ in range(160)]
+    out = tmp_path_factory.mktemp("sae_ds") / "acts"
+    model = tiny_model("llama")
+    mechscope.extract(model, [SITE], texts, out, max_length=64, store_dtype="fp32", progress=False)
+    return out, model
+
+
+def run(*args):
+    res = CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
+    return res
+
+
+def test_cli_train_eval_features_export_import(acts, tmp_path):
+    data, model = acts
+    ds = mechscope.ActivationDataset(data)
+    assert len(ds) > 3000
+    res = run("sae", "train", "--data", data, "--out", tmp_path / "sae", "--k", 8, "--expansion", 4,
+              "--batch-tokens", 256, "--tokens", 20000, "--lr", 3e-3, "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["site"] == SITE and summary["d_sae"] == 4 * model.cfg.d_model
+    cfg = json.loads((tmp_path / "sae" / "config.json").read_text())
+    assert cfg["extra"]["train"]["lr"] == 3e-3 and cfg["extra"]["data"]["model"] == "tiny-llama"
+    assert cfg["input_scale"] > 0 and (tmp_path / "sae" / "sae.safetensors").exists()
+
+    res = run("sae", "eval", "--sae", tmp_path / "sae", "--data", data, "--no-splice", "--json")
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)["reconstruction"]
+    assert 0 <= rec["fvu"] < 0.5 and rec["l0"] <= 8 and rec["rows"][1] == len(ds)
+    assert json.loads((tmp_path / "sae" / "metrics.json").read_text())["reconstruction"]["fvu"] == rec["fvu"]
+    assert "batch FVU vs tokens" in (tmp_path / "sae" / "report.html").read_text()  # training curves
+
+    # the splice test on held-out documents of the dataset, through the engine
+    sae = SAE.load(tmp_path / "sae")
+    out = evaluate(sae, data, model=model, out=tmp_path / "ev")
+    sp = out["splice"]
+    assert sp["tokens"] > 0 and sp["ce_sae"] >= sp["ce_clean"] - 0.05 and sp["ce_zero"] != sp["ce_clean"]
+
+    res = run("sae", "features", "--sae", tmp_path / "sae", "--data", data, "--latents", "0-9", "--out",
+              tmp_path / "feat", "--examples", 3, "--json")
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "feat" / "features.html").read_text()
+    assert html.count("<details") == 10 and "<script" not in html
+
+    res = run("sae", "export", tmp_path / "sae", "--out", tmp_path / "sl")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "sl" / "cfg.json").read_text())["metadata"]["hook_name"] == SITE
+    res = run("sae", "import", tmp_path / "sl", "--out", tmp_path / "back", "--json")
+    assert res.exit_code == 0, res.output
+    x = torch.from_numpy(ds.read(SITE, range(100)))
+    torch.testing.assert_close(SAE.load(tmp_path / "back")(x), sae(x), rtol=1e-5, atol=1e-5)
+
+    # clear errors, exit code 2
+    res = CliRunner().invoke(main, ["sae", "train", "--data", str(data), "--out", str(tmp_path / "sae")])
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = CliRunner().invoke(main, ["sae", "train", "--data", str(data), "--site", "blocks.9.hook_mlp_out",
+                                    "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and SITE in res.output
+    res = CliRunner().invoke(main, ["sae", "eval", "--sae", str(tmp_path / "sl"), "--data", str(data)])
+    assert res.exit_code == 2 and "SAELens" in res.output
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(acts, tmp_path):
+    data, _ = acts
+    args = ["--k", "8", "--d-sae", "128", "--batch-tokens", "64", "--tokens", str(64 * 2500), "--lr", "2e-3",
+            "--checkpoint-every", "25", "--seed", "3", "--device", "cpu"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from mechscope.cli import main; main()", "sae", "train",
+                             "--data", str(data), "--out", str(killed), "--no-progress", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (killed / "sae.safetensors").exists()
+    step = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
+    assert 0 < step < 2500
+    torch.set_num_threads(1)  # the same arithmetic as the killed process
+    try:
+        kw = dict(k=8, d_sae=128, batch_tokens=64, tokens=64 * 2500, lr=2e-3, checkpoint_every=25, seed=3,
+                  device="cpu", progress=False)
+        resumed = train(data, None, killed, resume=True, **kw)
+        full = train(data, None, tmp_path / "full", **kw)
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    for name, p in full.state_dict().items():
+        assert torch.equal(p, resumed.state_dict()[name]), name

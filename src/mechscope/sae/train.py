@@ -2,12 +2,13 @@
 
 What it does, in order: hold out the last ~5% of rows (at a document boundary) for evaluation; estimate from a
 sample of training rows the input scale that gives a mean norm of sqrt(d_in) (stored with the SAE) and the data mean
-(the initial decoder bias); then Adam on shuffled batches with a linear LR warm-up (and a linear decay over the last
-20% of steps), decoder rows projected and renormalised to unit norm after every step, and the auxiliary loss of
-Gao et al. (2024): the residual x - x_hat is reconstructed from the top `aux_k` pre-activations of the latents that
-have been dead (not active) for `dead_tokens` tokens, weighted by `aux_coef`. Checkpoints are written atomically
-every `checkpoint_every` steps; `resume=True` continues from the last one and ends with exactly the weights an
-uninterrupted run with the same seed gives (the data order is a function of the step, not of the history).
+(the initial decoder bias); then Adam (the decoder's lr `dec_lr_mult` = 3 times the others) on shuffled batches
+with a linear LR warm-up (and a linear decay over the last 20% of steps), decoder rows projected and renormalised
+to unit norm after every step, and the auxiliary loss of Gao et al. (2024): the residual x - x_hat is reconstructed
+from the top `aux_k` pre-activations of the latents that have been dead (not active) for `dead_tokens` tokens,
+weighted by `aux_coef`. Checkpoints are written atomically every `checkpoint_every` steps; `resume=True`
+continues from the last one and ends with exactly the weights an uninterrupted run with the same seed gives (the
+data order is a function of the step, not of the history).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class TrainConfig:
     decay_fraction: float = 0.2
     aux_k: Optional[int] = None          # None: d_in // 2
     aux_coef: float = 1 / 32
+    dec_lr_mult: float = 3.0             # the decoder's lr is lr * dec_lr_mult (see Trainer)
     dead_tokens: Optional[int] = None    # None: min(10M, total tokens // 5)
     threshold_lr: float = 0.01           # BatchTopK threshold EMA rate
     heldout_tokens: Optional[int] = None
@@ -96,7 +98,13 @@ class Trainer:
     def __init__(self, sae: SAE, r: dict, stream: RowStream, device):
         self.sae, self.r, self.stream, self.device = sae.to(device), r, stream, device
         kw = {"fused": True} if device.type == "cuda" else {}
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=r["lr"], betas=(0.9, 0.999), **kw)
+        # The decoder rows are unit-norm: Adam's steps of ~lr per weight turn them slowly next to SAELens's free
+        # decoder (initialised at norm 0.1, so the same steps turn its directions ~10x faster). dec_lr_mult
+        # speeds up the decoder's lr alone to make up for it: 3 (the default) beat 1 and 10 on the 1M-token
+        # benchmark (benchmarks/RESULTS.md, SAE).
+        groups = [{"params": [p for n, p in self.sae.named_parameters() if n != "W_dec"], "lr_mult": 1.0},
+                  {"params": [self.sae.W_dec], "lr_mult": float(r.get("dec_lr_mult", 1.0))}]
+        self.opt = torch.optim.Adam(groups, lr=r["lr"], betas=(0.9, 0.999), **kw)
         self.since_fired = torch.zeros(r["d_sae"], dtype=torch.long, device=device)
         self.step_i = 0
 
@@ -140,8 +148,9 @@ class Trainer:
             k_aux = min(r["aux_k"], n_dead)
             with torch.no_grad():
                 pre_d = pre.detach() if pre.requires_grad else pre
-                masked = torch.where(dead[None], pre_d, torch.full_like(pre_d, -torch.inf))
-                a_rows, a_cols, a_off = sparse.select_topk(masked, k_aux)
+                dead_idx = dead.nonzero().squeeze(1)  # top k_aux among the dead columns only (cheaper than masking)
+                a_rows, a_cols, a_off = sparse.select_topk(pre_d.index_select(1, dead_idx), k_aux)
+                a_cols = dead_idx[a_cols]
             a_vals = sparse.gather(x_c, sae.W_enc, sae.b_enc, pre_d, a_rows, a_cols, a_off).relu()
             e_hat = sparse.decode(sae.W_dec, torch.zeros_like(sae.b_dec), a_rows, a_cols, a_off, a_vals)
             aux = (err.detach() - e_hat).pow(2).sum(-1).mean()
@@ -152,7 +161,7 @@ class Trainer:
         r, sae = self.r, self.sae
         x = self.stream.batch(self.step_i)
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step_i, r)
+            g["lr"] = lr_at(self.step_i, r) * g["lr_mult"]
         out = self.loss(x)
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -196,8 +205,8 @@ class Trainer:
 
 
 _RUN_KEYS = ("site", "arch", "k", "d_sae", "l1", "lr", "batch_tokens", "tokens", "seed", "warmup_steps",
-             "decay_fraction", "aux_k", "aux_coef", "dead_tokens", "threshold_lr", "heldout_tokens", "buffer_tokens",
-             "sparse")
+             "decay_fraction", "aux_k", "aux_coef", "dec_lr_mult", "dead_tokens", "threshold_lr", "heldout_tokens",
+             "buffer_tokens", "sparse")
 
 
 def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: int = 32, expansion: int = 16,
@@ -205,7 +214,8 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
           tokens: Optional[int] = None, seed: int = 0, resume: bool = False, device: str = "auto",
           progress: bool = True, checkpoint_every: int = 500, log_every: int = 20, warmup_steps: Optional[int] = None,
           decay_fraction: float = 0.2, aux_k: Optional[int] = None, aux_coef: float = 1 / 32,
-          dead_tokens: Optional[int] = None, threshold_lr: float = 0.01, heldout_tokens: Optional[int] = None,
+          dead_tokens: Optional[int] = None, threshold_lr: float = 0.01, dec_lr_mult: float = 3.0,
+          heldout_tokens: Optional[int] = None,
           buffer_tokens: int = 1 << 18, sparse: bool = True, _stop_after: Optional[int] = None) -> SAE:
     """Train a SAE on `site` of the activation dataset `data` (a folder or a dataset object) and write it to `out`.
 
@@ -220,6 +230,7 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
     cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1, lr=lr,
                       batch_tokens=batch_tokens, tokens=tokens, seed=seed, warmup_steps=warmup_steps,
                       decay_fraction=decay_fraction, aux_k=aux_k, aux_coef=aux_coef, dead_tokens=dead_tokens,
+                      dec_lr_mult=dec_lr_mult,
                       threshold_lr=threshold_lr, heldout_tokens=heldout_tokens, checkpoint_every=checkpoint_every,
                       log_every=log_every, buffer_tokens=buffer_tokens, sparse=sparse, device=device)
     dev = resolve_device(device)

@@ -87,8 +87,6 @@ def test_attn_mlp_z_match_modules(family):
     o_proj = dict(m.hf.named_modules())[f"{HF_NAMES[family]['layers']}.{layer}.{HF_NAMES[family]['o']}"]
     with torch.no_grad():
         through = o_proj(z.reshape(b, t, -1))  # (B, T, d_model)
-    if family == "gpt2":  # GPT-2 applies resid_dropout after c_proj: identity in eval mode
-        pass
     torch.testing.assert_close(through, cache[f"blocks.{layer}.hook_attn_out"], rtol=0, atol=1e-5)
     post = cache[f"blocks.{layer}.mlp.hook_post"]
     assert post.shape == (b, t, m.cfg.d_mlp)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
 import click
 
 from ..errors import MechscopeError
+from ..jsonsafe import json_safe
 
 
 def model_options(fn):
@@ -38,18 +38,8 @@ def load_model(model_name: str, dtype: str, device: str):
     return load(model_name, dtype=dtype, device=device)
 
 
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def emit_json(obj) -> None:
-    click.echo(json.dumps(_clean(obj), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(json_safe(obj, infinity=1e308), indent=2, ensure_ascii=False))
 
 
 def require_text(name: str, value: str) -> str:

@@ -14,19 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..jsonsafe import json_safe
 from .sweep import PatchResult
-
-
-def _clean_json(obj):
-    import math
-
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
-    return obj
 
 
 def write_outputs(result: PatchResult, out_dir) -> dict:
@@ -35,7 +24,7 @@ def write_outputs(result: PatchResult, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     paths["result.json"] = out / "result.json"
-    paths["result.json"].write_text(json.dumps(_clean_json(result.to_json()), indent=2, ensure_ascii=False))
+    paths["result.json"].write_text(json.dumps(json_safe(result.to_json()), indent=2, ensure_ascii=False))
     paths["result.csv"] = out / "result.csv"
     paths["result.csv"].write_text(result.to_csv())
     paths["heatmap.png"] = out / "heatmap.png"

@@ -10,7 +10,6 @@ cross-entropy (nats) over real tokens that have a real next token (padding never
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import MechscopeError
+from ..jsonsafe import json_safe
 from .data import iter_rows, open_dataset, split_rows
 from .metrics import Accumulator
 from .model import SAE
@@ -163,7 +163,7 @@ def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, si
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(_clean(result), indent=2))
+        (out / "metrics.json").write_text(json.dumps(json_safe(result, skip_private=True), indent=2))
         from .report import report_html
 
         log = None
@@ -174,17 +174,3 @@ def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, si
     result["_frequencies"] = freqs
     result["_dead_latents"] = dead_ids
     return result
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return _clean(float(obj))
-    return obj

@@ -175,12 +175,17 @@ def features_html(result: dict, sae: SAE) -> str:
             peak = max([t["act"] for t in e["tokens"]] + [e["activation"]])
             ex.append(f'<div class="ctx"><span class="muted">{e["activation"]:.3g} · doc {e["doc"]} pos '
                       f'{e["position"]} ·</span> ' + "".join(_tok_html(t, peak) for t in e["tokens"]) + "</div>")
-        blocks.append(f'<details id="l{it["latent"]}"><summary><b>latent {it["latent"]}</b> — frequency '
+        # The index links to the contexts inside the (closed) <details>, not to the <details> itself: navigating to
+        # an element inside a closed <details> opens it (HTML's ancestor-details revealing), so a click on a latent
+        # in the index shows its contexts; the scroll margin keeps the summary line in view above them.
+        blocks.append(f'<details><summary><b>latent {it["latent"]}</b> — frequency '
                       f'{it["frequency"]:.4g} ({it["count"]} tokens), max {it["max_activation"]:.4g}</summary>'
-                      + ("".join(ex) or "<p class=muted>Never active on the scanned tokens.</p>") + "</details>")
+                      f'<div id="l{it["latent"]}" class="ctxs" style="scroll-margin-top:3em">'
+                      + ("".join(ex) or "<p class=muted>Never active on the scanned tokens.</p>") + "</div></details>")
     head = (f"<h1>SAE features: {esc(result['site'])}</h1><p class=muted>{esc(c.arch)}, d_sae={c.d_sae}, "
             f"{result['tokens_scanned']} tokens scanned, contexts of ±{result['window']} tokens; shading = the "
-            "latent's activation relative to the context's peak; the outlined token is the maximum.</p>")
+            "latent's activation relative to the context's peak; the outlined token is the one the context was "
+            "chosen for (its activation is the number on the left).</p>")
     return page(f"SAE features {result['site']}", head + "<h2>Latents</h2>" + index + "<h2>Contexts</h2>"
                 + "\n".join(blocks))
 

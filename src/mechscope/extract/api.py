@@ -163,9 +163,6 @@ def extract(model=None, sites: Union[str, Sequence[str]] = (), input=None, out: 
     settings = Settings(sites=sites, max_length=max_length, mode=mode, exclude_bos=exclude_bos,
                         batch_tokens=batch_tokens, shard_tokens=shard_tokens, store_dtype=store,
                         limit_docs=limit_docs)
-    if engine == "ray" and mode == "packed":
-        raise MechscopeError("--engine ray supports --mode document only (packing is a sequential pass over the "
-                             "corpus); use --engine local for packed contexts.")
     record = _run_record(m, settings, source, engine, model_dtype)
     created = not out.exists()
     if state and "partial" in state:

@@ -217,11 +217,16 @@ def _count_lines(f: Path) -> int:
     return n + (last != b"\n")
 
 
-_SLICE = re.compile(r"^(?P<split>[\w.-]+)(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+_SLICE = re.compile(r"^(?P<split>[\w.-]+)(?:\[(?P<start>-?[\d_]+%?)?:(?P<stop>-?[\d_]+%?)?\])?$")
 
 
 class HFSource(Source):
-    """A Hugging Face dataset read in streaming mode; `split` may carry a slice: train[:1000], train[:1%]."""
+    """A Hugging Face dataset read in streaming mode; `split` may carry a slice: train[:1000], train[:1%], train[-500:].
+
+    Slices follow `datasets`' own split slicing: a percentage is rounded to the closest record, a negative bound
+    counts from the end, bounds are clipped to the split. Percentages and negative bounds need the split's size, so
+    they work only when the dataset publishes it (its card's `dataset_info`). A document's id is its index in the
+    sliced split (0 = the first record of the slice)."""
 
     kind = "hf"
 
@@ -229,10 +234,13 @@ class HFSource(Source):
                  revision: Optional[str] = None):
         m = _SLICE.match(split.replace(" ", ""))
         if not m:
-            raise MechscopeError(f"--split {split!r} is not valid. Use e.g. train, train[:1000] or train[:1%].")
+            raise MechscopeError(f"--split {split!r} is not valid. Use e.g. train, train[:1000], train[:1%] or "
+                                 "train[-1000:].")
         self.name, self.config, self.split_spec, self.text_field, self.revision = name, config, split, text_field, \
             revision
         self.split, start, stop = m.group("split"), m.group("start"), m.group("stop")
+        self._total: Optional[int] = None
+        self._total_known = False
         self.start, self.stop = self._bound(start), self._bound(stop)
         try:
             import datasets
@@ -242,26 +250,53 @@ class HFSource(Source):
             raise MechscopeError(f"Cannot open the dataset {name!r} (config {config!r}, split {self.split!r}): "
                                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Check the "
                                  "name, --config and --split, and the network (HF_HUB_OFFLINE).") from None
+        self._check_column()
 
     def _bound(self, s: Optional[str]) -> Optional[int]:
         if s is None:
             return None
-        if s.endswith("%"):
-            total = self._num_examples()
-            if total is None:
-                raise MechscopeError(f"--split {self.split_spec!r}: a percentage needs the split's size, which this "
-                                     "dataset does not publish. Use an absolute count, e.g. train[:10000].")
-            return int(total) * int(s[:-1]) // 100
-        return int(s)
+        pct = s.endswith("%")
+        v = int(s.rstrip("%").replace("_", ""))
+        if pct and abs(v) > 100:
+            raise MechscopeError(f"--split {self.split_spec!r}: a percentage bound must lie between -100% and 100%.")
+        if not pct and v >= 0:
+            return v
+        total = self._num_examples()
+        if total is None:
+            what = "a percentage" if pct else "a negative bound"
+            raise MechscopeError(f"--split {self.split_spec!r}: {what} needs the split's size, which this dataset "
+                                 "does not publish. Use an absolute count, e.g. train[:10000].")
+        if pct:
+            v = int(round(v * total / 100.0))  # `datasets`' "closest" rounding
+        return min(max(total + v, 0) if v < 0 else v, total)
 
     def _num_examples(self) -> Optional[int]:
-        try:
-            import datasets
+        if not self._total_known:
+            self._total_known = True
+            try:
+                import datasets
 
-            info = datasets.load_dataset_builder(self.name, self.config, revision=self.revision).info
-            return info.splits[self.split].num_examples if info.splits and self.split in info.splits else None
-        except Exception:
-            return None
+                info = datasets.load_dataset_builder(self.name, self.config, revision=self.revision).info
+                n = info.splits[self.split].num_examples if info.splits and self.split in info.splits else None
+                self._total = int(n) if n else None  # 0 = not recorded
+            except Exception:
+                self._total = None
+        return self._total
+
+    def _check_column(self) -> None:
+        """A wrong --text-field stops here, naming the columns there are (before any work)."""
+        names = list(self.ds.column_names or [])
+        if not names:  # features not published: look at the first record
+            try:
+                first = next(iter(self.ds), None)
+            except Exception:
+                return  # unreadable here: the reading itself will say why
+            if not isinstance(first, dict):
+                return
+            names = list(first)
+        if self.text_field not in names:
+            raise MechscopeError(f"The dataset {self.name!r} (split {self.split!r}) has no column {self.text_field!r} "
+                                 f"(--text-field). Its columns: {', '.join(names) or '(none)'}.")
 
     def describe(self) -> dict:
         return {"kind": "hf", "dataset": self.name, "config": self.config, "split": self.split_spec,
@@ -269,8 +304,12 @@ class HFSource(Source):
 
     @property
     def size(self) -> Optional[int]:
-        if self.stop is not None and self.stop >= 0:
-            return self.stop - (self.start or 0)
+        """Records in the slice (for the ETA), when the dataset publishes the split's size or the slice is bounded."""
+        stop, total = self.stop, self._num_examples()
+        if total is not None:
+            stop = total if stop is None else min(stop, total)
+        if stop is not None:
+            return max(0, stop - (self.start or 0))
         return None
 
     def __iter__(self):

@@ -31,6 +31,9 @@ def sae_group():
 @click.option("--expansion", default=16, show_default=True, help="Latents = expansion x d_in.")
 @click.option("--d-sae", type=int, default=None, help="Number of latents (overrides --expansion).")
 @click.option("--l1", default=5.0, show_default=True, help="L1 coefficient (relu only).")
+@click.option("--l1-warmup-steps", "--l1-warmup", "l1_warmup_steps", type=int, default=None,
+              help="Relu only: steps over which the L1 coefficient rises linearly from ~0 to --l1; 0 = none "
+                   "[default: 20% of steps].")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: 2e-4*sqrt(16384/d_sae) in 1e-4..1e-3].")
 @click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per optimizer step.")
 @click.option("--tokens", type=int, default=None, help="Training tokens [default: one pass over the training rows].")
@@ -42,22 +45,23 @@ def sae_group():
 @click.option("--dense", is_flag=True, help="TopK/BatchTopK: dense matmuls instead of the sparse kernels.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
-def train_cmd(data, site, out, arch, k, expansion, d_sae, l1, lr, batch_tokens, tokens, seed, resume,
-              checkpoint_every, warmup_steps, device, dense, no_progress, as_json):
+def train_cmd(data, site, out, arch, k, expansion, d_sae, l1, l1_warmup_steps, lr, batch_tokens, tokens, seed,
+              resume, checkpoint_every, warmup_steps, device, dense, no_progress, as_json):
     """Train a TopK, BatchTopK or ReLU (L1) SAE on one site of an activation dataset.
 
     Inputs are scaled to a mean norm of sqrt(d_in) (the scale is stored with the SAE), decoder rows are kept at unit
     norm, the decoder bias starts at the data mean, dead latents are revived by an auxiliary loss, the learning rate
-    warms up linearly. The last ~5% of the rows are held out for `mechscope sae eval`. Checkpoints are written
-    every --checkpoint-every steps; after a crash or kill, the same command with --resume continues and gives the
-    weights an uninterrupted run would have given. --out receives sae.safetensors, config.json (the resolved
-    config), train_log.jsonl and checkpoint.pt.
+    (and, for relu, the L1 coefficient) warms up linearly. The last ~5% of the rows are held out for
+    `mechscope sae eval`. Checkpoints are written every --checkpoint-every steps; after a crash or kill, the same
+    command with --resume continues and gives the weights an uninterrupted run would have given. --out receives
+    sae.safetensors, config.json (the resolved config), train_log.jsonl and checkpoint.pt.
     """
     from ..sae.train import train
 
     if checkpoint_every < 1:
         raise MechscopeError(f"--checkpoint-every {checkpoint_every} must be at least 1.")
-    sae = train(data, site, out, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1, lr=lr,
+    sae = train(data, site, out, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1,
+                l1_warmup_steps=l1_warmup_steps, lr=lr,
                 batch_tokens=batch_tokens, tokens=tokens, seed=seed, resume=resume, device=device,
                 progress=not no_progress, checkpoint_every=checkpoint_every, warmup_steps=warmup_steps,
                 sparse=not dense)

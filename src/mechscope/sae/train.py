@@ -3,7 +3,8 @@
 What it does, in order: hold out the last ~5% of rows (at a document boundary) for evaluation; estimate from a
 sample of training rows the input scale that gives a mean norm of sqrt(d_in) (stored with the SAE) and the data mean
 (the initial decoder bias); then Adam (the decoder's lr `dec_lr_mult` = 3 times the others) on shuffled batches
-with a linear LR warm-up (and a linear decay over the last 20% of steps), decoder rows projected and renormalised
+with a linear LR warm-up (and a linear decay over the last 20% of steps), for ReLU a linear warm-up of the L1
+coefficient (`l1_warmup_steps`, default 20% of steps), decoder rows projected and renormalised
 to unit norm after every step, and the auxiliary loss of Gao et al. (2024): the residual x - x_hat is reconstructed
 from the top `aux_k` pre-activations of the latents that have been dead (not active) for `dead_tokens` tokens,
 weighted by `aux_coef`. Checkpoints are written atomically every `checkpoint_every` steps; `resume=True`
@@ -30,6 +31,11 @@ from .model import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig, resolve_device
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
+# Default L1 warm-up (ReLU) as a fraction of the steps: the L1 coefficient rises linearly from ~0 to `l1` over it.
+# Without it the default l1 (5) kills most latents in the first steps, before the decoder has found the data's
+# directions, and they never come back (known-dictionary data of tests/test_sae_core.py: mean best cosine 0.59,
+# ~97% dead); see README (Training, ReLU) for the measurements behind this value.
+L1_WARMUP_FRACTION = 0.2
 
 
 @dataclass
@@ -40,6 +46,7 @@ class TrainConfig:
     expansion: int = 16
     d_sae: Optional[int] = None          # overrides expansion
     l1: float = 5.0                      # ReLU only: loss = ||x - x_hat||^2 + l1 * sum(acts)
+    l1_warmup_steps: Optional[int] = None  # ReLU only: l1 ramps up linearly over it; None: 20% of steps
     lr: Optional[float] = None           # None: 2e-4 * sqrt(16384 / d_sae), clipped to [1e-4, 1e-3]
     batch_tokens: int = 4096
     tokens: Optional[int] = None         # None: one pass over the training rows
@@ -74,11 +81,17 @@ def _resolve(cfg: TrainConfig, d_in: int, n_train: int) -> dict:
         d_in=d_in, d_sae=d_sae, tokens=steps * cfg.batch_tokens, steps=steps,
         lr=cfg.lr if cfg.lr is not None else float(min(1e-3, max(1e-4, 2e-4 * math.sqrt(16384 / d_sae)))),
         warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else min(1000, max(1, steps // 20)),
+        l1_warmup_steps=(cfg.l1_warmup_steps if cfg.l1_warmup_steps is not None
+                         else int(steps * L1_WARMUP_FRACTION)),
         aux_k=min(cfg.aux_k or max(1, d_in // 2), d_sae),
         dead_tokens=cfg.dead_tokens or max(cfg.batch_tokens, min(10_000_000, steps * cfg.batch_tokens // 5)),
     )
+    if cfg.l1_warmup_steps is not None and cfg.l1_warmup_steps < 0:
+        raise MechscopeError(f"--l1-warmup-steps must be >= 0 (got {cfg.l1_warmup_steps}).")
     if cfg.arch == "relu":
         r["k"] = None
+    else:
+        r["l1_warmup_steps"] = None  # no L1 term: the warm-up means nothing (and is not checked on --resume)
     return r
 
 
@@ -90,6 +103,11 @@ def lr_at(step: int, r: dict) -> float:
     if r["decay_fraction"] > 0 and step >= decay_start:
         scale = min(scale, (steps - step) / max(1, steps - decay_start))
     return lr * scale
+
+
+def l1_at(step: int, r: dict) -> float:
+    """ReLU's L1 coefficient at `step`: linear warm-up to l1 over l1_warmup_steps (0: l1 from the first step)."""
+    return r["l1"] * min(1.0, (step + 1) / max(1, r.get("l1_warmup_steps") or 0))
 
 
 class Trainer:
@@ -140,7 +158,7 @@ class Trainer:
         err = x - x_hat
         loss = err.pow(2).sum(-1).mean()
         if l1 is not None:
-            loss = loss + r["l1"] * l1
+            loss = loss + l1_at(self.step_i, r) * l1
         aux = None
         dead = self.since_fired >= r["dead_tokens"]
         n_dead = int(dead.sum())  # one host sync per step; cheap next to the matmuls
@@ -204,13 +222,14 @@ class Trainer:
         self.step_i = int(state["step"])
 
 
-_RUN_KEYS = ("site", "arch", "k", "d_sae", "l1", "lr", "batch_tokens", "tokens", "seed", "warmup_steps",
-             "decay_fraction", "aux_k", "aux_coef", "dec_lr_mult", "dead_tokens", "threshold_lr", "heldout_tokens",
-             "buffer_tokens", "sparse")
+_RUN_KEYS = ("site", "arch", "k", "d_sae", "l1", "l1_warmup_steps", "lr", "batch_tokens", "tokens", "seed",
+             "warmup_steps", "decay_fraction", "aux_k", "aux_coef", "dec_lr_mult", "dead_tokens", "threshold_lr",
+             "heldout_tokens", "buffer_tokens", "sparse")
 
 
 def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: int = 32, expansion: int = 16,
-          d_sae: Optional[int] = None, l1: float = 5.0, lr: Optional[float] = None, batch_tokens: int = 4096,
+          d_sae: Optional[int] = None, l1: float = 5.0, l1_warmup_steps: Optional[int] = None,
+          lr: Optional[float] = None, batch_tokens: int = 4096,
           tokens: Optional[int] = None, seed: int = 0, resume: bool = False, device: str = "auto",
           progress: bool = True, checkpoint_every: int = 500, log_every: int = 20, warmup_steps: Optional[int] = None,
           decay_fraction: float = 0.2, aux_k: Optional[int] = None, aux_coef: float = 1 / 32,
@@ -227,7 +246,8 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
     out = Path(out)
     ds = open_dataset(data)
     site = check_site(ds, site)
-    cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1, lr=lr,
+    cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1,
+                      l1_warmup_steps=l1_warmup_steps, lr=lr,
                       batch_tokens=batch_tokens, tokens=tokens, seed=seed, warmup_steps=warmup_steps,
                       decay_fraction=decay_fraction, aux_k=aux_k, aux_coef=aux_coef, dead_tokens=dead_tokens,
                       dec_lr_mult=dec_lr_mult,
@@ -246,7 +266,9 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
                                  "another --out. Nothing was overwritten.")
         if ckpt.exists():
             state = torch.load(ckpt, map_location=dev, weights_only=False)
-            old = state["resolved"]
+            old = dict(state["resolved"])
+            if old.get("arch") == "relu":  # checkpoints from before the L1 warm-up existed trained without one
+                old.setdefault("l1_warmup_steps", 0)
             diff = [key for key in _RUN_KEYS if old.get(key) != r.get(key)]
             if diff:
                 raise MechscopeError(
@@ -295,6 +317,8 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
             if i % log_every == 0 or i == r["steps"]:
                 last = trainer.stats(outp, trainer.since_fired, r)
                 entry = {"step": i, "tokens": i * r["batch_tokens"], "lr": lr_at(i - 1, r), **last}
+                if arch == "relu":
+                    entry["l1"] = l1_at(i - 1, r)
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{last['loss']:.4g}", fvu=f"{last['fvu']:.3f}", l0=f"{last['l0']:.1f}",

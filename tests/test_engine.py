@@ -189,6 +189,36 @@ def test_batched_equals_unbatched(family, side):
 
 
 @pytest.mark.parametrize("family", CAUSAL)
+def test_packed_row_equals_each_prompt_alone(family):
+    """Model.packed lays prompts side by side in one row (no padding); every site and logit equals a run of each
+    prompt alone, and attention never crosses from one prompt into the next."""
+    m = tiny(family)
+    sites = [s for i in range(m.cfg.n_layers) for s in block_sites(m, i) if not s.endswith("hook_pattern")]
+    rows = [m.encode(p) for p in PROMPTS]
+    batch = m.packed(rows)
+    assert batch.input_ids.shape == (1, sum(map(len, rows))) and batch.segments == tuple(map(len, rows))
+    logits, cache = m.run(batch, capture=sites)
+    start = 0
+    for r in rows:
+        alone_logits, alone = m.run([r], capture=sites)
+        sl = slice(start, start + len(r))
+        torch.testing.assert_close(logits[0, sl], alone_logits[0], rtol=0, atol=1e-5, msg=family)
+        for s in sites:
+            torch.testing.assert_close(cache[s][0, sl], alone[s][0], rtol=0, atol=1e-5, msg=f"{family} {s}")
+        start += len(r)
+    cfg_attrs = [k for c in (m.hf.config,) for k in vars(c) if k.startswith("_mechscope_segments")]
+    assert not cfg_attrs, "the segments must not outlive the run"
+    with pytest.raises(MechscopeError, match="hook_pattern"):
+        m.run(batch, capture=["blocks.0.attn.hook_pattern"])
+    assert not any(k.startswith("_mechscope_segments") for k in vars(m.hf.config))
+
+
+def test_packed_refuses_bidirectional_models():
+    with pytest.raises(MechscopeError, match="cannot run packed"):
+        tiny("bert").packed([[1, 2, 3]])
+
+
+@pytest.mark.parametrize("family", CAUSAL)
 def test_resid_mid_patch_reaches_the_block(family):
     """Patching resid_mid must change what the MLP reads, exactly as adding to the residual would."""
     m = tiny(family)

@@ -414,3 +414,20 @@ def test_push_uploads_folder_with_card(llama_ds, tmp_path, monkeypatch):
     assert calls[1][1]["folder_path"] == str(out) and calls[1][1]["repo_type"] == "dataset"
     card = (out / "README.md").read_text()
     assert 'load_dataset("me/acts")' in card and "data/*.arrow" in card and RESID in card
+
+
+def test_load_dataset_never_serves_another_folder_of_the_same_name(tmp_path):
+    """`datasets` caches a local folder under a hash of its card's configs; each card carries its own fingerprint,
+    so two different extractions into folders named `acts` load as themselves."""
+    import datasets
+
+    m = tiny("llama")
+    for sub, docs in (("a", DOCS[:3]), ("b", DOCS[5:])):
+        mechscope.extract(m, [MLP], docs, tmp_path / sub / "acts", max_length=40, progress=False)
+    for sub in ("a", "b"):
+        hf = datasets.load_dataset(str(tmp_path / sub / "acts"), split="train")
+        ds = ActivationDataset(tmp_path / sub / "acts")
+        assert len(hf) == len(ds)
+        np.testing.assert_array_equal(np.asarray(hf["token_id"]), ds.token_ids)
+    fps = {json.loads((tmp_path / s / "acts" / "manifest.json").read_text())["fingerprint"] for s in "ab"}
+    assert len(fps) == 2

@@ -8,10 +8,15 @@ So `hook_pattern` at layer 5 makes only layer 5 eager, and only during that run.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+from .errors import MechscopeError
 
 IMPL = "mechscope_sdpa"
 PATTERN_ATTR = "_mechscope_pattern"
+SEGMENTS_ATTR = "_mechscope_segments"  # on the HF config, during a packed forward only (see `segments`)
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -38,6 +43,12 @@ def mechscope_attention(module, query, key, value, attention_mask, dropout=0.0, 
                         **kwargs):
     """query (B, H, Tq, D), key/value (B, H_kv, Tk, D) -> (attn_output (B, Tq, H, D), weights or None)."""
     hook = getattr(module, PATTERN_ATTR, None)
+    segs = getattr(getattr(module, "config", None), SEGMENTS_ATTR, None)
+    if segs is not None:
+        if hook is not None:
+            raise MechscopeError("Attention patterns (hook_pattern) cannot be read from a packed batch (several "
+                                 "sequences in one row). Run the prompts as an ordinary padded batch.")
+        return _segmented(module, query, key, value, segs, dropout, scaling, **kwargs)
     if hook is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -59,13 +70,58 @@ def mechscope_attention(module, query, key, value, attention_mask, dropout=0.0, 
     return out, pattern
 
 
+def _segmented(module, query, key, value, segs, dropout, scaling, **kwargs):
+    """Several documents packed into one row (B == 1): causal SDPA within each document, nothing across them.
+
+    The same kernel call as a forward of each document on its own, so no padding and no (T, T) mask is ever built.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    kwargs.pop("position_ids", None)
+    outs, start = [], 0
+    for n in segs:
+        sl = slice(start, start + n)
+        out, _ = sdpa_attention_forward(module, query[:, :, sl], key[:, :, sl], value[:, :, sl], None,
+                                        dropout=dropout, scaling=scaling, is_causal=True, **kwargs)
+        outs.append(out)  # (1, n, H, D)
+        start += n
+    return torch.cat(outs, dim=1), None  # (1, T, H, D)
+
+
+@contextlib.contextmanager
+def segments(hf_model, lengths):
+    """During the block, attention treats the single row as consecutive sequences of `lengths` (None: a no-op)."""
+    if lengths is None:
+        yield
+        return
+    configs = [hf_model.config] + [m.config for m in hf_model.modules() if hasattr(m, "config")]
+    configs = list({id(c): c for c in configs}.values())
+    try:
+        for cfg in configs:
+            setattr(cfg, SEGMENTS_ATTR, tuple(int(n) for n in lengths))
+        yield
+    finally:
+        for cfg in configs:
+            if hasattr(cfg, SEGMENTS_ATTR):
+                delattr(cfg, SEGMENTS_ATTR)
+
+
+def _mask(*args, **kwargs):
+    """HF's sdpa mask, except in a packed forward, where `_segmented` needs none."""
+    from transformers.masking_utils import sdpa_mask
+
+    if getattr(kwargs.get("config"), SEGMENTS_ATTR, None) is not None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
 def install(hf_model) -> None:
     """Route the model's attention through `mechscope_attention` (idempotent; numerically the same as sdpa)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(IMPL, mechscope_attention)
-    AttentionMaskInterface.register(IMPL, sdpa_mask)
+    AttentionMaskInterface.register(IMPL, _mask)
     configs = [hf_model.config] + [m.config for m in hf_model.modules() if hasattr(m, "config")]
     for cfg in {id(c): c for c in configs}.values():
         cfg._attn_implementation = IMPL

@@ -56,6 +56,7 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) bool
     position_ids: torch.Tensor    # (B, T) long, counting real tokens only
     padding_side: str = "right"
+    segments: Optional[tuple] = None  # packed batch (B == 1): lengths of the sequences laid side by side
 
 
 def _first_tensor(x):

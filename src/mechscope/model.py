@@ -135,10 +135,37 @@ class Model:
         dev = self.device
         return Batch(ids.to(dev), mask.to(dev), pos.to(dev), padding_side)
 
+    def packable(self, max_len: int) -> bool:
+        """Whether `packed` batches of sequences up to `max_len` tokens are supported (causal, no sliding window
+        shorter than that)."""
+        c = self.hf.config
+        window = getattr(c, "sliding_window", None)
+        if window is not None and not getattr(c, "use_sliding_window", True):
+            window = None
+        return self.adapter.causal and (not window or window >= max_len)
+
+    def packed(self, seqs: Sequence[Sequence[int]]) -> Batch:
+        """Token sequences side by side in one row (1, sum of lengths), each attending only to itself: the same
+        activations as running each alone (up to float rounding), with no padding at all. Causal models only."""
+        seqs = [list(map(int, s)) for s in seqs]
+        if not seqs or any(not s for s in seqs):
+            raise MechscopeError("packed() needs at least one sequence, and every sequence at least one token.")
+        longest = max(map(len, seqs))
+        if not self.packable(longest):
+            raise MechscopeError(f"{self.name} cannot run packed batches of sequences up to {longest} tokens "
+                                 "(bidirectional attention or a shorter sliding window). Use batch() instead.")
+        dev = self.device
+        ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]  # (1, T)
+        pos = torch.cat([torch.arange(len(s)) for s in seqs])[None]  # (1, T)
+        return Batch(ids.to(dev), torch.ones_like(ids, dtype=torch.bool).to(dev), pos.to(dev), "right",
+                     tuple(len(s) for s in seqs))
+
     # ---- the engine ----------------------------------------------------------------------------------------------
     def forward_kwargs(self, batch: Batch) -> dict:
         kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                   position_ids=batch.position_ids)
+        if batch.segments is not None:
+            del kw["attention_mask"]  # the segments define the attention (see attention.segments)
         if self.adapter.causal:
             kw["use_cache"] = False
         return kw
@@ -168,7 +195,8 @@ class Model:
             if all(s.kind != "module" for s in cap):
                 stop = max(cap, key=lambda s: s.order)
         out = None
-        with torch.set_grad_enabled(grad), engine.hooks(self, cap, pat, cache, stop_after=stop, detach=not grad):
+        with torch.set_grad_enabled(grad), attention.segments(self.hf, batch.segments), \
+                engine.hooks(self, cap, pat, cache, stop_after=stop, detach=not grad):
             try:
                 out = self.hf(**self.forward_kwargs(batch))
             except engine.StopForward:

@@ -250,6 +250,7 @@ def finalize(out: Path, m, settings: Settings, record: dict, final: dict, dims: 
         "exclude_bos": settings.exclude_bos, "bos_token_id": tok.bos_token_id,
         "settings": settings.key(), "input": record["input"], "engine": engine,
         "mechscope_version": _version(), "started_at": record["started_at"], "finished_at": _now(),
+        "fingerprint": storage.fingerprint(out, shards),
     }
     (out / "README.md").write_text(storage.dataset_card(manifest))
     storage.write_json(out / storage.MANIFEST, manifest)

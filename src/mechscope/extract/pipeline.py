@@ -1,5 +1,9 @@
-"""The extraction engine: chunks -> length-sorted batches under a token budget -> one forward per batch that stops
-right after the deepest site -> the real tokens only -> a writer thread that fills the shard and writes it.
+"""The extraction engine: chunks -> batches under a token budget -> one forward per batch that stops right after the
+deepest site -> the real tokens only -> a writer thread that fills the shard and writes it.
+
+On CPU, a batch is one packed row: its sequences side by side, each attending only to itself (`Model.packed`), so
+the matmuls see no padding at all. Elsewhere (and for models that cannot pack), sequences are sorted by length and
+padded to the longest of their batch.
 
 `Runner.run_chunk` is shared by the local engine (`run_local`) and by the Ray actors (`ray_engine`).
 """
@@ -21,6 +25,21 @@ from .chunks import Chunk, Chunker, Settings
 TORCH_STORE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def plan_rows(lengths: list, budget: int) -> list:
+    """Indices grouped into packed rows, longest first, each holding at most `budget` tokens (or one sequence)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows, cur, n = [], [], 0
+    for i in order:
+        if cur and n + lengths[i] > budget:
+            rows.append(cur)
+            cur, n = [], 0
+        cur.append(i)
+        n += lengths[i]
+    if cur:
+        rows.append(cur)
+    return rows
+
+
 def plan_batches(lengths: list, budget: int) -> list:
     """Indices grouped into batches, longest first, so that batch size x longest length <= budget.
 
@@ -40,7 +59,7 @@ def plan_batches(lengths: list, budget: int) -> list:
 class Runner:
     """Runs chunks through one model. `dims[site]` is the stored width of each site."""
 
-    def __init__(self, model, settings: Settings):
+    def __init__(self, model, settings: Settings, pack: Optional[bool] = None):
         self.model, self.s = model, settings
         self.sites = [model.site(name) for name in settings.sites]
         for site in self.sites:
@@ -50,6 +69,22 @@ class Runner:
         self.names = [s.name for s in self.sites]
         self.store = TORCH_STORE[settings.store_dtype]
         self.dims = self._probe()
+        if pack is None:  # CPU: packing removes the padding; on a GPU its per-sequence attention calls are unmeasured
+            pack = model.device.type == "cpu"
+        self.pack = bool(pack) and model.packable(settings.max_length) and self._packing_agrees()
+
+    def _packing_agrees(self) -> bool:
+        """Two short sequences packed in one row give what each gives alone (else this family cannot pack)."""
+        vocab = min(self.model.cfg.d_vocab, 1000)
+        seqs = [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 5) % vocab for i in range(3)]]
+        with torch.no_grad():
+            _, packed = self.model.run(self.model.packed(seqs), capture=self.sites, logits=False)
+            alone = [self.model.run([s], capture=self.sites, logits=False)[1] for s in seqs]
+        for name in self.names:
+            ref = torch.cat([c[name][0] for c in alone]).float()
+            if not torch.allclose(packed[name][0].float(), ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()) + 1e-6):
+                return False
+        return True
 
     def _probe(self) -> dict:
         probe = [[self.model.tokenizer.bos_token_id or self.model.tokenizer.eos_token_id or 0] * 2]
@@ -69,11 +104,16 @@ class Runner:
         starts = np.cumsum([0] + [int(k.sum()) for k in chunk.keep])
         lengths = [len(s) for s in chunk.seqs]
         nonfinite = {n: torch.zeros((), dtype=torch.long, device=self.model.device) for n in self.names}
-        for idx in plan_batches(lengths, self.s.batch_tokens):
-            batch = self.model.batch([chunk.seqs[i] for i in idx], "right")
-            keep_np = np.zeros(tuple(batch.attention_mask.shape), dtype=bool)
-            for row, i in enumerate(idx):
-                keep_np[row, : lengths[i]] = chunk.keep[i]
+        plan = plan_rows if self.pack else plan_batches
+        for idx in plan(lengths, self.s.batch_tokens):
+            if self.pack:
+                batch = self.model.packed([chunk.seqs[i] for i in idx])  # (1, sum of lengths)
+                keep_np = np.concatenate([chunk.keep[i] for i in idx])[None]
+            else:
+                batch = self.model.batch([chunk.seqs[i] for i in idx], "right")  # (B, longest)
+                keep_np = np.zeros(tuple(batch.attention_mask.shape), dtype=bool)
+                for row, i in enumerate(idx):
+                    keep_np[row, : lengths[i]] = chunk.keep[i]
             keep = torch.from_numpy(keep_np).to(batch.attention_mask.device, non_blocking=True)
             with torch.inference_mode():
                 _, cache = self.model.run(batch, capture=self.sites, logits=False)

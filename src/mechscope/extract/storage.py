@@ -204,19 +204,42 @@ def consolidate(out: Path, shards: list[int], sites: list[str], store_dtype: str
         atomic_write(path, write)
 
 
+def fingerprint(out: Path, shards: list) -> str:
+    """BLAKE2b of every data and document shard's bytes, in order: equal for byte-identical datasets only."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for sub in (DATA, DOCS):
+        for i in shards:
+            path = Path(out) / sub / shard_name(i)
+            if path.exists():
+                h.update(f"{sub}/{path.name}:{path.stat().st_size}".encode())
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 23), b""):
+                        h.update(block)
+    return h.hexdigest()
+
+
 def dataset_card(manifest: dict, repo: Optional[str] = None) -> str:
-    """README.md: YAML that points `datasets` at the shards, then what the dataset is and how to read it."""
+    """README.md: YAML that points `datasets` at the shards, then what the dataset is and how to read it.
+
+    Each config's `description` carries the dataset's fingerprint: `datasets` caches a local folder under a hash of
+    its card's configs (not of the files), so without it a second extraction into a folder of the same name would
+    be served from the first one's cache."""
     sites = manifest["sites"]
+    desc = "  description: " + json.dumps(f"mechscope activations {manifest.get('fingerprint', '')}".strip())
     name = repo or "DIR"
     load = f'load_dataset("{repo}")' if repo else 'load_dataset("DIR")'
     lines = [
         "---",
         "configs:",
         "- config_name: default",
+        desc,
         "  data_files:",
         "  - split: train",
         f"    path: {DATA}/*.arrow",
         "- config_name: documents",
+        desc,
         "  data_files:",
         "  - split: train",
         f"    path: {DOCS}/*.arrow",

@@ -25,8 +25,8 @@ from .common import emit_json, json_option, load_model, model_options
 @click.option("--store-dtype", default=None, help="fp32, fp16 or bf16 on disk (default: the model's --dtype; bf16 is "
               "kept losslessly as its bits).")
 @click.option("--exclude-bos", is_flag=True, help="Do not store rows of BOS tokens (they still go through the model).")
-@click.option("--batch-tokens", default=None, type=int, help="Padded tokens per forward (default 8192 on CPU, 32768 "
-              "on GPU).")
+@click.option("--batch-tokens", default=None, type=int, help="Tokens per forward, padding included (default: 1024 "
+              "on CPU, in packed rows; 8192 on CPU for models that cannot pack; 32768 on GPU).")
 @click.option("--shard-tokens", default=None, type=int, help="Stored tokens per shard (default: about 256 MB).")
 @click.option("--limit-docs", default=None, type=int, help="Read only the first N input records.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (after its last complete shard).")

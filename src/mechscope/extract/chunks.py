@@ -23,7 +23,7 @@ class Settings:
     max_length: int = 256
     mode: str = "document"          # document | packed
     exclude_bos: bool = False
-    batch_tokens: int = 8192        # padded tokens per forward
+    batch_tokens: int = 1024        # tokens per forward, padding included
     shard_tokens: int = 1 << 18     # stored tokens per shard (a chunk closes once it holds at least this many)
     store_dtype: str = "float32"
     limit_docs: Optional[int] = None

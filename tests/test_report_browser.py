@@ -4,28 +4,11 @@ Needs Chromium (Debian: /usr/bin/chromium, `make browser`) and the Python playwr
 """
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
+from browser import EVIL, EVIL2, launch
 from mechscope.patching import PatchResult
 from mechscope.patching.report import write_outputs
-
-CHROMIUM = os.environ.get("MECHSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-EVIL = "<script>window.__pwned=1</script>"
-EVIL2 = "<img src=x onerror=\"window.__pwned2=1\">"
-
-
-def _browser(p):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"chromium not installed at {CHROMIUM} (run `make browser`)")
-    try:
-        return p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage"])
-    except Exception as err:  # a chromium that cannot start here
-        pytest.skip(f"chromium did not start: {err}")
 
 
 def _result() -> PatchResult:
@@ -49,7 +32,7 @@ def test_report_hover_and_escaping(tmp_path):
     html = paths["report.html"].read_text()
     assert EVIL not in html and "&lt;script&gt;" in html
     with sync_api.sync_playwright() as p:
-        browser = _browser(p)
+        browser = launch(p)
         try:
             page = browser.new_page()
             requests = []

@@ -10,31 +10,17 @@ decodes the token ids with the tokenizer the dataset's manifest names. Needs Chr
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
 
 import pytest
 from click.testing import CliRunner
 
-CHROMIUM = os.environ.get("MECHSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+from browser import EVIL, EVIL2, launch, need_chromium
+
 SITE = "blocks.1.hook_mlp_out"
-EVIL = "<script>window.__pwned=1</script>"
-EVIL2 = "<img src=x onerror=\"window.__pwned2=1\">"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
 N_LATENTS, N_EXAMPLES = 100, 3
-
-
-def _browser(p):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"chromium not installed at {CHROMIUM} (run `make browser`)")
-    try:
-        return p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage"])
-    except Exception as err:  # a chromium that cannot start here
-        pytest.skip(f"chromium did not start: {err}")
 
 
 def _cli(*args):
@@ -49,8 +35,7 @@ def _cli(*args):
 def feature_page(tmp_path_factory):
     """(features.html, features.json contents) for latents 0-99 of a SAE trained on a tiny model's activations."""
     pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"chromium not installed at {CHROMIUM} (run `make browser`)")
+    need_chromium()
     import mechscope
     from mechscope.loading import load, save
     from mechscope.model import Model
@@ -100,7 +85,7 @@ def test_feature_page_sections_shading_and_interaction(feature_page):
     assert [it["latent"] for it in items] == list(range(N_LATENTS))
     assert sum(len(it["examples"]) for it in items) > N_LATENTS  # most latents have contexts to show
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             errors, requests = [], []
@@ -185,7 +170,7 @@ def test_feature_page_shows_hostile_text_without_running_it(feature_page):
             if any(t["text"] == "<script>" for t in e["tokens"])]
     assert hits, "no context contains the <script> token: the escaping checks below would be vacuous"
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = launch(p)
         try:
             page = browser.new_page()
             errors = []

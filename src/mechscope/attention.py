@@ -88,14 +88,19 @@ def _segmented(module, query, key, value, segs, dropout, scaling, **kwargs):
     return torch.cat(outs, dim=1), None  # (1, T, H, D)
 
 
+def _configs(hf_model) -> list:
+    """The model's config and every distinct sub-config its modules hold (attention modules read their own)."""
+    configs = [hf_model.config] + [m.config for m in hf_model.modules() if hasattr(m, "config")]
+    return list({id(c): c for c in configs}.values())
+
+
 @contextlib.contextmanager
 def segments(hf_model, lengths):
     """During the block, attention treats the single row as consecutive sequences of `lengths` (None: a no-op)."""
     if lengths is None:
         yield
         return
-    configs = [hf_model.config] + [m.config for m in hf_model.modules() if hasattr(m, "config")]
-    configs = list({id(c): c for c in configs}.values())
+    configs = _configs(hf_model)
     try:
         for cfg in configs:
             setattr(cfg, SEGMENTS_ATTR, tuple(int(n) for n in lengths))
@@ -122,6 +127,5 @@ def install(hf_model) -> None:
 
     AttentionInterface.register(IMPL, mechscope_attention)
     AttentionMaskInterface.register(IMPL, _mask)
-    configs = [hf_model.config] + [m.config for m in hf_model.modules() if hasattr(m, "config")]
-    for cfg in {id(c): c for c in configs}.values():
+    for cfg in _configs(hf_model):
         cfg._attn_implementation = IMPL

@@ -156,10 +156,12 @@ def extract(model=None, sites: Union[str, Sequence[str]] = (), input=None, out: 
     if m.cfg.n_ctx and max_length > m.cfg.n_ctx:
         raise MechscopeError(f"--max-length {max_length} exceeds the model's context ({m.cfg.n_ctx} tokens).")
     if batch_tokens is None:  # measured on 2 CPU cores: packed rows of 1k tokens beat 8k (cache), padded batches not
-        if m.device.type == "cuda":
-            batch_tokens = 32768
+        from .pipeline import packs_by_default
+
+        if packs_by_default(m, max_length):
+            batch_tokens = 1024
         else:
-            batch_tokens = 1024 if m.packable(max_length) else 8192
+            batch_tokens = 32768 if m.device.type == "cuda" else 8192
     batch_tokens = max(batch_tokens, max_length)
     if shard_tokens is None:
         shard_tokens = _default_shard_tokens(m.cfg.d_model * len(sites), store, max_length)

@@ -25,6 +25,12 @@ from .chunks import Chunk, Chunker, Settings
 TORCH_STORE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def packs_by_default(model, max_length: int) -> bool:
+    """Extraction packs its batches on CPU, for models that can (on a GPU, packing's one attention call per sequence
+    and layer is unmeasured, so batches stay padded there)."""
+    return model.device.type == "cpu" and model.packable(max_length)
+
+
 def plan_rows(lengths: list, budget: int) -> list:
     """Indices grouped into packed rows, longest first, each holding at most `budget` tokens (or one sequence)."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -69,8 +75,8 @@ class Runner:
         self.names = [s.name for s in self.sites]
         self.store = TORCH_STORE[settings.store_dtype]
         self.dims = self._probe()
-        if pack is None:  # CPU: packing removes the padding; on a GPU its per-sequence attention calls are unmeasured
-            pack = model.device.type == "cpu"
+        if pack is None:
+            pack = packs_by_default(model, settings.max_length)
         self.pack = bool(pack) and model.packable(settings.max_length) and self._packing_agrees()
 
     def _packing_agrees(self) -> bool:

@@ -310,5 +310,5 @@ def run_ray(model, source, out: Path, settings: Settings, num_workers: Optional[
         shutil.rmtree(out / d, ignore_errors=True)
     from .pipeline import Runner
 
-    dims = Runner(model, settings).dims
+    dims = Runner(model, settings, pack=False).dims  # only the widths: no packing probe on the driver
     return {"state": state, "written": [], "dims": dims}

@@ -195,6 +195,14 @@ def test_cli_l1_warmup_option(monkeypatch, tmp_path):
     assert "--l1-warmup" in CliRunner().invoke(main, ["sae", "train", "--help"]).output
 
 
+def test_negative_l1_warmup_is_refused_before_anything_is_written(tmp_path):
+    x, _ = sparse_data(n=2000)
+    with pytest.raises(MechscopeError, match=r"--l1-warmup-steps must be >= 0 \(got -3\); pass 0"):
+        train(FakeDataset(x), None, tmp_path / "neg", arch="relu", d_sae=16, l1_warmup_steps=-3, batch_tokens=256,
+              tokens=2048, progress=False)
+    assert not (tmp_path / "neg").exists()
+
+
 def test_relu_aux_loss_and_dead_latents(tmp_path):
     x, _ = sparse_data(n=8000)
     sae = train(FakeDataset(x), None, tmp_path / "r", arch="relu", d_sae=64, l1=3.0, lr=3e-3, batch_tokens=256,

@@ -87,7 +87,7 @@ def _resolve(cfg: TrainConfig, d_in: int, n_train: int) -> dict:
         dead_tokens=cfg.dead_tokens or max(cfg.batch_tokens, min(10_000_000, steps * cfg.batch_tokens // 5)),
     )
     if cfg.l1_warmup_steps is not None and cfg.l1_warmup_steps < 0:
-        raise MechscopeError(f"--l1-warmup-steps must be >= 0 (got {cfg.l1_warmup_steps}).")
+        raise MechscopeError(f"--l1-warmup-steps must be >= 0 (got {cfg.l1_warmup_steps}); pass 0 for no warm-up.")
     if cfg.arch == "relu":
         r["k"] = None
     else:

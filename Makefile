@@ -34,7 +34,7 @@ test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra tests
 
 test-fast: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra -m "not slow" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra -m "not slow and not heavy" tests
 
 clean:
 	rm -rf $(VENV) out

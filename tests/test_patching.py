@@ -9,7 +9,7 @@ import torch
 from mechscope import MechscopeError
 from mechscope.patching import (RESULT_FIELDS, Cell, attribution_cells, exact_cells, make_metric, naive_cells,
                                 record, sweep, sweep_spec)
-from mechscope.patching.engine import Recorded
+from mechscope.patching.exact import Recorded
 from mechscope.tiny import tiny_model
 
 CAUSAL = ("gpt2", "llama", "mistral", "qwen2", "phi3", "gpt_neox", "gpt_neox_seq")

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import interventions
 from .analysis import describe, generate, next_token_table, tokenize_table
-from .engine import ActivationCache, Batch
+from .hooks import ActivationCache, Batch
 from .errors import MechscopeError
 from .extract import ActivationDataset, extract
 from .interventions import add, mean_ablate, mean_over_tokens, replace, zero_ablate

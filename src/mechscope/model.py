@@ -1,4 +1,4 @@
-"""`Model`: an HF model, its tokenizer, its family adapter and the `run` engine entry point."""
+"""`Model`: an HF model, its tokenizer, its family adapter and `run`, the capture/patch entry point."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -6,9 +6,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from . import attention, engine
+from . import hooks, kernels
 from .adapters import Adapter, adapter_for
-from .engine import ActivationCache, Batch, PatchValue
+from .hooks import ActivationCache, Batch, PatchValue
 from .errors import MechscopeError, suggest
 from .sites import Site, all_site_names, resolve
 
@@ -61,7 +61,7 @@ class Model:
         self.cfg = ModelConfig.from_hf(hf_model.config, self.adapter.family)
         if tokenizer is not None and tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        attention.install(hf_model)
+        kernels.install(hf_model)
         self._modules = dict(hf_model.named_modules())
 
     def __repr__(self) -> str:
@@ -160,12 +160,12 @@ class Model:
         return Batch(ids.to(dev), torch.ones_like(ids, dtype=torch.bool).to(dev), pos.to(dev), "right",
                      tuple(len(s) for s in seqs))
 
-    # ---- the engine ----------------------------------------------------------------------------------------------
+    # ---- running --------------------------------------------------------------------------------------------------
     def forward_kwargs(self, batch: Batch) -> dict:
         kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                   position_ids=batch.position_ids)
         if batch.segments is not None:
-            del kw["attention_mask"]  # the segments define the attention (see attention.segments)
+            del kw["attention_mask"]  # the segments define the attention (see kernels.segments)
         if self.adapter.causal:
             kw["use_cache"] = False
         return kw
@@ -195,11 +195,11 @@ class Model:
             if all(s.kind != "module" for s in cap):
                 stop = max(cap, key=lambda s: s.order)
         out = None
-        with torch.set_grad_enabled(grad), attention.segments(self.hf, batch.segments), \
-                engine.hooks(self, cap, pat, cache, stop_after=stop, detach=not grad):
+        with torch.set_grad_enabled(grad), kernels.segments(self.hf, batch.segments), \
+                hooks.install(self, cap, pat, cache, stop_after=stop, detach=not grad):
             try:
                 out = self.hf(**self.forward_kwargs(batch))
-            except engine.StopForward:
+            except hooks.StopForward:
                 pass
         return (out.logits if (logits and out is not None) else None), cache
 

@@ -6,7 +6,7 @@ patching with exact verification, heatmaps and a self-contained HTML report.
                          "Michelle Smith was a top-notch student. Michelle", tokens=(" Smith", " Jones"))
     res.matrix, res.to_json(), res.plot("heatmap.png"), res.save("out/patching")
 """
-from .engine import Cell, exact_cells, naive_cells, record
+from .exact import Cell, exact_cells, naive_cells, record
 from .attribution import attribution_cells
 from .metrics import METRICS, Metric, make_metric
 from .sweep import PatchResult, RESULT_FIELDS, mean_result, sweep, sweep_spec

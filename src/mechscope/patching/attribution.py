@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from ..sites import short_name
-from .engine import Cell, Recorded
+from .exact import Cell, Recorded
 from .metrics import Metric
 
 

@@ -11,7 +11,7 @@ import torch
 from ..errors import MechscopeError
 from . import validate
 from .attribution import attribution_cells, pearson, top_cells
-from .engine import Cell, exact_cells, record
+from .exact import Cell, exact_cells, record
 from .metrics import make_metric
 
 RESULT_FIELDS = ("model", "clean", "corrupt", "tokens", "metric_tokens", "site", "metric", "direction", "method",

@@ -1,6 +1,6 @@
 """Capture and intervene at sites with scoped hooks on the real HF modules.
 
-`hooks(model, capture, patch)` is a context manager: inside it, one plain HF forward fills `cache` and applies the
+`install(model, capture, patch)` is a context manager: inside it, one plain HF forward fills `cache` and applies the
 patches; on exit (normal or not) every hook is removed. When the caller needs no logits, the forward is stopped
 right after the deepest captured site by raising `StopForward` from a hook.
 """
@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 
 import torch
 
-from .attention import PATTERN_ATTR
+from .kernels import PATTERN_ATTR
 from .errors import MechscopeError
 from .sites import Site
 
@@ -98,7 +98,7 @@ def apply_patch(value: PatchValue, act: torch.Tensor, site: Site) -> torch.Tenso
 
 
 @contextlib.contextmanager
-def hooks(model, capture: Iterable[Site] = (), patch: Optional[Mapping[Site, PatchValue]] = None,
+def install(model, capture: Iterable[Site] = (), patch: Optional[Mapping[Site, PatchValue]] = None,
           cache: Optional[dict] = None, stop_after: Optional[Site] = None, detach: bool = True):
     """Install capture/patch hooks for one forward; always remove them on exit."""
     patch = dict(patch or {})

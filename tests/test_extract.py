@@ -187,6 +187,7 @@ def _tree(out: Path) -> dict:
             if p.is_file() and p.name != "manifest.json" and p.name != "run.json"}
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill_is_byte_identical(tmp_path):
     model_dir = mechscope.save(tiny("llama"), tmp_path / "model")
     corpus = tmp_path / "corpus.jsonl"

@@ -7,6 +7,8 @@ from mechscope import ActivationDataset
 
 from conftest import tiny
 
+pytestmark = pytest.mark.heavy  # Ray
+
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 

@@ -18,6 +18,8 @@ from click.testing import CliRunner
 
 from browser import EVIL, EVIL2, launch, need_chromium
 
+pytestmark = pytest.mark.heavy  # Chromium
+
 SITE = "blocks.1.hook_mlp_out"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
 N_LATENTS, N_EXAMPLES = 100, 3

@@ -183,7 +183,7 @@ def test_cli_l1_warmup_option(monkeypatch, tmp_path):
     seen = []
 
     def fake_train(*args, **kw):
-        seen.append(kw.get("l1_warmup_steps", "missing"))
+        seen.append(kw["config"].l1_warmup_steps if "config" in kw else kw.get("l1_warmup_steps", "missing"))
         return SAE.init(SAEConfig(d_in=4, d_sae=8, arch="relu", k=None, site="s"))
 
     monkeypatch.setattr(T, "train", fake_train)
@@ -401,3 +401,23 @@ def test_import_saelens_topk_with_decoder_norm_rescaling(tmp_path):
     expected = torch.zeros_like(pre).scatter_(-1, i, v.relu()) @ (W_dec / n[:, None]) + b_dec
     torch.testing.assert_close(sae(x), expected, rtol=1e-5, atol=1e-5)
     assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(40), atol=1e-5)
+
+
+def test_truncated_sae_weights_are_one_paragraph_exit_2_nothing_touched(tmp_path):
+    """issue 10 item 6: a half-copied sae.safetensors in `sae eval` is a DataError (exit 2), and nothing is written."""
+    from click.testing import CliRunner
+
+    from mechscope.cli import main
+    from mechscope.errors import DataError
+
+    folder = tmp_path / "sae"
+    SAE.init(SAEConfig(d_in=8, d_sae=16, arch="topk", k=2, site="blocks.0.hook_mlp_out")).save(folder)
+    w = folder / "sae.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        SAE.load(folder)
+    r = CliRunner().invoke(main, ["sae", "eval", "--sae", str(folder), "--data", str(tmp_path / "acts"),
+                                  "--no-splice"])
+    assert r.exit_code == 2 and "truncated or corrupt" in r.output and "Traceback" not in r.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

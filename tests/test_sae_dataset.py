@@ -90,6 +90,7 @@ def test_cli_train_eval_features_export_import(acts, tmp_path):
     assert res.exit_code == 2 and "SAELens" in res.output
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill_matches_uninterrupted_run(acts, tmp_path):
     data, _ = acts
     args = ["--k", "8", "--d-sae", "128", "--batch-tokens", "64", "--tokens", str(64 * 2500), "--lr", "2e-3",
@@ -119,3 +120,45 @@ def test_resume_after_sigkill_matches_uninterrupted_run(acts, tmp_path):
         torch.set_num_threads(os.cpu_count() or 1)
     for name, p in full.state_dict().items():
         assert torch.equal(p, resumed.state_dict()[name]), name
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_truncated_site_array_is_one_paragraph_exit_2_nothing_touched(acts, tmp_path):
+    """issue 10 item 6: a half-copied arrays/<site>.npy in `sae train`: DataError, exit 2, no --out, data untouched."""
+    import shutil
+
+    data = tmp_path / "acts"
+    shutil.copytree(acts[0], data)
+    npy = data / "arrays" / f"{SITE}.npy"
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 3])
+    before = _files(data)
+    res = CliRunner().invoke(main, ["sae", "train", "--data", str(data), "--out", str(tmp_path / "sae"),
+                                    "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "truncated or corrupt" in res.output and f"{SITE}.npy" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "sae").exists() and _files(data) == before
+
+
+def test_not_a_dataset_gives_the_fix(tmp_path):
+    """issue 10 item 9: `sae train --data notadataset` says how to make one."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for bad in ("notadataset", "folder", "file.txt"):
+        res = CliRunner().invoke(main, ["sae", "train", "--data", str(tmp_path / bad), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2 and "mechscope extract --sites" in res.output, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_fewer_rows_than_one_batch_warns_with_a_batch_size(acts, tmp_path):
+    """issue 10 item 9: fewer training rows than one batch trains with a warning that suggests a batch size."""
+    data, _ = acts
+    n = len(mechscope.ActivationDataset(data))
+    res = CliRunner().invoke(main, ["sae", "train", "--data", str(data), "--out", str(tmp_path / "s"), "--k", "4",
+                                    "--expansion", "2", "--batch-tokens", str(4 * n), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "fewer than one batch" in res.output and "--batch-tokens " in res.output
+    suggested = int(res.output.split("--batch-tokens ")[1].split(")")[0])
+    assert 1 <= suggested <= n // 10

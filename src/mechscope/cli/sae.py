@@ -1,6 +1,7 @@
 """`mechscope sae`: train, evaluate, inspect and convert sparse autoencoders."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -56,15 +57,16 @@ def train_cmd(data, site, out, arch, k, expansion, d_sae, l1, l1_warmup_steps, l
     command with --resume continues and gives the weights an uninterrupted run would have given. --out receives
     sae.safetensors, config.json (the resolved config), train_log.jsonl and checkpoint.pt.
     """
-    from ..sae.train import train
+    from ..sae.train import TrainConfig, train
 
-    if checkpoint_every < 1:
-        raise MechscopeError(f"--checkpoint-every {checkpoint_every} must be at least 1.")
-    sae = train(data, site, out, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1,
-                l1_warmup_steps=l1_warmup_steps, lr=lr,
-                batch_tokens=batch_tokens, tokens=tokens, seed=seed, resume=resume, device=device,
-                progress=not no_progress, checkpoint_every=checkpoint_every, warmup_steps=warmup_steps,
-                sparse=not dense)
+    cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1,
+                      l1_warmup_steps=l1_warmup_steps, lr=lr, batch_tokens=batch_tokens, tokens=tokens, seed=seed,
+                      checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, sparse=not dense, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        sae = train(data, out=out, config=cfg, resume=resume, progress=not no_progress)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
     r = sae.cfg.extra.get("train", {})
     summary = {"out": str(out), "site": sae.cfg.site, "arch": sae.cfg.arch, "d_in": sae.cfg.d_in,
                "d_sae": sae.cfg.d_sae, "k": sae.cfg.k, "steps": r.get("steps"), "tokens": r.get("tokens"),
@@ -109,7 +111,8 @@ def eval_cmd(sae_dir, data, model_name, texts, text_file, no_splice, splice_docs
     Writes metrics.json and a self-contained report.html.
     """
     from ..sae.evaluate import evaluate
-    from ..sae.model import SAE, resolve_device
+    from ..devices import resolve_device
+    from ..sae.model import SAE
     from .common import load_model
 
     dev = str(resolve_device(device))
@@ -166,7 +169,7 @@ def features_cmd(sae_dir, data, latents, top, out, examples, window, max_tokens,
     shaded by the latent's activation. Opens offline; token text is HTML-escaped.
     """
     from ..sae.features import features
-    from ..sae.model import resolve_device
+    from ..devices import resolve_device
 
     tok = None
     if model_name:

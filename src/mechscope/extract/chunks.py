@@ -34,6 +34,13 @@ class Settings:
                     limit_docs=self.limit_docs)
 
 
+def add_counts(into: dict, counts: dict) -> dict:
+    """Add per-key counters (non-finite values per site, skipped records per reason) into `into`."""
+    for k, v in (counts or {}).items():
+        into[k] = into.get(k, 0) + int(v)
+    return into
+
+
 def new_state() -> dict:
     return {"next_doc": 0, "offset": 0, "records": 0, "documents": 0, "tokens": 0, "truncated": 0, "skipped": {},
             "nonfinite": {}}
@@ -84,7 +91,7 @@ def tokenize(tokenizer, texts: list, max_length: Optional[int] = None) -> list:
 
 
 def _skip(state: dict, reason: str) -> None:
-    state["skipped"][reason] = state["skipped"].get(reason, 0) + 1
+    add_counts(state["skipped"], {reason: 1})
 
 
 def _keep(ids: list, bos: Optional[int], exclude_bos: bool) -> np.ndarray:

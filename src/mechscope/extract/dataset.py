@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import MechscopeError
+from ..errors import DataError, MechscopeError
 from . import storage
 
 LOGICAL = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -102,9 +102,20 @@ class ActivationDataset:
 
     def _npy(self, name: str) -> Optional[np.ndarray]:
         p = self.path / storage.ARRAYS / f"{name}.npy"
-        if p.exists():
-            return np.load(p, mmap_mode="r")
-        return None
+        if not p.exists():
+            return None
+        try:
+            a = np.load(p, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:
+            a, why = None, f"{type(err).__name__}: {err}"
+        else:
+            why = None if len(a) == self._n else f"{len(a):,} rows, the manifest says {self._n:,}"
+        if why is not None:
+            raise DataError(f"{str(p)!r} is truncated or corrupt ({why}); a half-finished copy or download is the "
+                            f"usual cause. Nothing was read or written. Copy the dataset folder again, or delete "
+                            f"{str(p.parent)!r} (the Arrow shards in data/ hold the same rows and are read instead).",
+                            "data")
+        return a
 
     def array(self, site: str) -> np.ndarray:
         """(N, d) memory-mapped view in the stored dtype (bfloat16 as uint16 bits: see `dtype_of`)."""

@@ -12,9 +12,6 @@ from typing import Optional
 from ..errors import MechscopeError
 from . import storage
 
-TIMEOUT_S = 10
-
-
 def _offline() -> bool:
     from huggingface_hub import constants
 
@@ -80,7 +77,7 @@ class HubTarget:
         try:
             url = api.create_repo(self.repo, repo_type="dataset", private=self.private, exist_ok=True,
                                   token=self._token)
-            (out / "README.md").write_text(storage.dataset_card(manifest, repo=self.repo))
+            storage.write_text(out / "README.md", storage.dataset_card(manifest, repo=self.repo))
             big = storage_bytes(out) > (20 << 30)
             if big:  # resumable, multi-commit upload for very large folders
                 api.upload_large_folder(repo_id=self.repo, folder_path=str(out), repo_type="dataset",

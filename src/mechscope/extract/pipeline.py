@@ -20,7 +20,7 @@ import torch
 
 from ..errors import MechscopeError
 from . import storage
-from .chunks import Chunk, Chunker, Settings
+from .chunks import Chunk, Chunker, Settings, add_counts
 
 TORCH_STORE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -258,14 +258,6 @@ class SyncSink:
         self.asm.add(host, dest)
 
 
-def merge_nonfinite(state: dict, counts: dict) -> dict:
-    nf = dict(state.get("nonfinite") or {})
-    for k, v in counts.items():
-        nf[k] = nf.get(k, 0) + v
-    state["nonfinite"] = nf
-    return state
-
-
 class Progress:
     """A tqdm bar on stderr: documents, tokens, tokens/s, ETA when the number of documents is known."""
 
@@ -320,8 +312,7 @@ def run_local(model, source, out: Path, settings: Settings, start_state: Optiona
         for chunk in chunker:
             writer.begin(chunk)
             counts = runner.run_chunk(chunk, writer, bar)
-            for k, v in counts.items():
-                nonfinite[k] = nonfinite.get(k, 0) + v
+            add_counts(nonfinite, counts)
             chunk.state["nonfinite"] = dict(nonfinite)
             writer.finish(chunk, chunk.state)
             bar.chunk_done(chunk.state["records"] - last_records)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import MechscopeError
 from . import storage
-from .chunks import Chunk, Chunker, Settings, add_document, new_state, tokenize
+from .chunks import Chunk, Chunker, Settings, add_counts, add_document, new_state, tokenize
 from .sources import Record
 
 MODEL_DIR, TOK_DIR = ".ray-model", ".ray-tokenizer"
@@ -298,8 +298,7 @@ def run_ray(model, source, out: Path, settings: Settings, num_workers: Optional[
         for k in COUNTERS:
             state[k] += s.get(k, 0)
         for field in ("skipped", "nonfinite"):
-            for k, v in (s.get(field) or {}).items():
-                state[field][k] = state[field].get(k, 0) + v
+            add_counts(state[field], s.get(field))
     if packed and not shards:  # nothing to extract at all: the counters of the pass, for the error message
         state = {**final, "nonfinite": {}}
     if not packed:  # document blocks without any usable document: their counters are summed, no empty shard kept

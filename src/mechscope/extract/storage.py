@@ -15,16 +15,14 @@ so a shard and the state after it appear in one atomic rename.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import MechscopeError
+from .. import fsio
+from ..jsonsafe import json_safe
 
 DATA, DOCS, ARRAYS = "data", "documents", "arrays"
 MANIFEST, RUN = "manifest.json", "run.json"
@@ -43,48 +41,22 @@ def shard_index(name: str) -> int:
     return int(name[len("shard-"):-len(".arrow")])
 
 
-def disk_error(path: Path, err: OSError) -> MechscopeError:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return MechscopeError(
-            f"The disk is full while writing {str(path)!r}. Nothing half-written was kept: every complete shard "
-            "stays. Free some space (or choose another --out) and rerun the same command with --resume.")
-    return MechscopeError(f"Cannot write {str(path)!r}: {err.strerror or err}. Complete shards are kept; fix the "
-                          "cause and rerun the same command with --resume.")
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+RESUME_HINT = "Every complete shard stays; fix the cause and rerun the same command with --resume."
 
 
 def atomic_write(path: Path, write: Callable[[object], None], binary: bool = True) -> None:
-    """Write through `write(fileobj)` to a temporary file beside `path`, fsync, rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _unlink(tmp)
-        raise disk_error(path, err) from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(p) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
+    """`fsio.atomic_write` with the extraction's advice (complete shards stay, --resume continues)."""
+    fsio.atomic_write(path, write, binary=binary, hint=RESUME_HINT)
 
 
 def write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"), binary=False)
+    """Strict JSON (no NaN) with sorted keys, atomically."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda fh: fh.write(text), binary=False)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
 def _arrow_type(store_dtype: str):
@@ -149,7 +121,7 @@ def clean_temporaries(out: Path) -> int:
         d = Path(out) / sub
         if d.is_dir():
             for p in d.glob(".*.tmp"):
-                _unlink(p)
+                p.unlink(missing_ok=True)
                 n += 1
     return n
 

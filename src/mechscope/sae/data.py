@@ -20,22 +20,35 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import MechscopeError
+from ..errors import DataError, MechscopeError
 
 
 def open_dataset(data):
     """A dataset object from a path (ActivationDataset) or the object itself."""
     if isinstance(data, (str, Path)):
-        path = Path(data)
+        from ..extract import ActivationDataset
+        from ..extract.storage import MANIFEST, RUN
+
+        path = Path(data).expanduser()
+        fix = (f"Write one with `mechscope extract --sites SITE --input CORPUS --out {path}` (or point --data at "
+               "the --out folder of an earlier extract).")
         if not path.exists():
-            raise MechscopeError(f"No activation dataset at {path}. Write one with "
-                                 f"`mechscope extract ... --out {path}`.")
-        try:
-            from ..extract import ActivationDataset
-        except ImportError as err:  # pragma: no cover - the extract package ships with mechscope
-            raise MechscopeError(f"Cannot read activation datasets here ({err}).") from None
+            raise DataError(f"data={str(path)!r}: no such folder, so no activation dataset. {fix}", "data")
+        if not path.is_dir():
+            raise DataError(f"data={str(path)!r} is a file; an activation dataset is a folder written by "
+                            f"`mechscope extract`. {fix}", "data")
+        if not (path / MANIFEST).exists() and not (path / RUN).exists():
+            raise DataError(f"data={str(path)!r} is a folder but not an activation dataset (no {MANIFEST}). {fix}",
+                            "data")
         return ActivationDataset(path)
     return data
+
+
+def probe(ds, site: str) -> None:
+    """Read the first and last rows of `site` once, so a truncated or corrupt file fails before anything is written."""
+    n = len(ds)
+    if n:
+        ds.read(site, [0, n - 1] if n > 1 else [0])
 
 
 def check_site(ds, site: Optional[str]) -> str:

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .. import fsio
 from ..errors import MechscopeError
 from ..jsonsafe import json_safe
 from .data import iter_rows, open_dataset, split_rows
@@ -137,6 +138,17 @@ def heldout_texts(ds, rows: tuple, limit: int = 32) -> list[str]:
     return out
 
 
+def read_log(path: Path) -> list[dict]:
+    """The entries of a train_log.jsonl; a last line cut short by a kill is skipped."""
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return [e for e in entries if isinstance(e, dict) and "step" in e]
+
+
 def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, site: Optional[str] = None,
              max_tokens: Optional[int] = None, splice_docs: int = 32, out=None, device: str = "cpu",
              max_length: int = 256, dead_window: Optional[int] = None) -> dict:
@@ -162,15 +174,14 @@ def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, si
             result["splice"] = splice_test(model, sae_obj, texts, site, max_length=max_length)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(json_safe(result, skip_private=True), indent=2))
+        fsio.write_json(out / "metrics.json", json_safe(result, skip_private=True))
         from .report import report_html
 
         log = None
         if not isinstance(sae, SAE) and (Path(sae) / "train_log.jsonl").exists():
-            entries = [json.loads(line) for line in (Path(sae) / "train_log.jsonl").read_text().splitlines() if line]
+            entries = read_log(Path(sae) / "train_log.jsonl")
             log = sorted({e["step"]: e for e in entries}.values(), key=lambda e: e["step"])  # resumed runs repeat
-        (out / "report.html").write_text(report_html(result, freqs, sae_obj.cfg, log))
+        fsio.write_text(out / "report.html", report_html(result, freqs, sae_obj.cfg, log))
     result["_frequencies"] = freqs
     result["_dead_latents"] = dead_ids
     return result

@@ -6,13 +6,13 @@ dataset's stored token ids, so no re-tokenisation), each token shaded by the lat
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from .. import fsio
 from ..errors import MechscopeError
 from .data import iter_rows, open_dataset
 from .model import SAE
@@ -149,9 +149,8 @@ def features(sae, data, latents=None, *, top: Optional[int] = None, out=None, n_
     result = {"site": site, "tokens_scanned": int(n), "window": window, "latents": items}
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "features.json").write_text(json.dumps(result, ensure_ascii=False))
-        (out / "features.html").write_text(features_html(result, sae))
+        fsio.write_json(out / "features.json", result)
+        fsio.write_text(out / "features.html", features_html(result, sae))
     return result
 
 

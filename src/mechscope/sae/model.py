@@ -21,7 +21,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..errors import MechscopeError
+from .. import fsio
+from ..errors import DataError, MechscopeError
 
 ARCHS = ("topk", "batchtopk", "relu", "jumprelu")
 WEIGHTS_FILE = "sae.safetensors"
@@ -137,17 +138,12 @@ class SAE(nn.Module):
 
     def save(self, folder) -> Path:
         """Write sae.safetensors and config.json (the resolved config) into `folder`."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "mechscope-sae"})
-        tmp.replace(folder / WEIGHTS_FILE)
-        tmp = folder / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.config_dict(), indent=2, default=str))
-        tmp.replace(folder / CONFIG_FILE)
+        fsio.write_bytes(folder / WEIGHTS_FILE, save(tensors, metadata={"format": "mechscope-sae"}))
+        fsio.write_json(folder / CONFIG_FILE, json.loads(json.dumps(self.config_dict(), default=str)))
         return folder
 
     @classmethod
@@ -162,21 +158,24 @@ class SAE(nn.Module):
                                      f"mechscope sae import {folder} --out DIR.")
             raise MechscopeError(f"No SAE in {folder}: expected {WEIGHTS_FILE} and {CONFIG_FILE} "
                                  "(written by `mechscope sae train`).")
-        raw = json.loads((folder / CONFIG_FILE).read_text())
+        try:
+            raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DataError(f"{folder / CONFIG_FILE} is not valid JSON ({err}): the SAE folder is damaged. Retrain, "
+                            "or copy the folder again.", "sae") from None
         known = {f for f in SAEConfig.__dataclass_fields__}
         cfg = SAEConfig(**{k: v for k, v in raw.items() if k in known})
         sae = cls(cfg)
-        sae.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        try:
+            weights = load_file(str(folder / WEIGHTS_FILE))
+        except Exception as err:  # safetensors raises its own error type for a truncated or corrupt header
+            size = (folder / WEIGHTS_FILE).stat().st_size
+            raise DataError(f"{folder / WEIGHTS_FILE} ({size:,} bytes) is truncated or corrupt ({err}); a "
+                            "half-finished copy or download is the usual cause. Nothing was read or written. Copy "
+                            "the SAE folder again, or retrain it with `mechscope sae train`.", "sae") from None
+        try:
+            sae.load_state_dict(weights)
+        except RuntimeError as err:
+            raise DataError(f"{folder / WEIGHTS_FILE} does not match its {CONFIG_FILE} ({str(err).splitlines()[0]})."
+                            " Copy the SAE folder again, or retrain it.", "sae") from None
         return sae.to(device).eval()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise MechscopeError(f"Device {device!r} is not valid: use cpu, cuda, cuda:N, mps or auto.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MechscopeError(f"Device {device!r} was asked for but CUDA is not available here. Use --device cpu.")
-    return dev

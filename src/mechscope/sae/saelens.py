@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from .. import fsio
 from ..errors import MechscopeError
 from .model import SAE, SAEConfig
 
@@ -36,7 +37,7 @@ def _as_sae(sae_or_dir) -> SAE:
 
 def export_saelens(sae_or_dir, out, *, model_name: Optional[str] = None, hook_name: Optional[str] = None) -> Path:
     """Write `sae` (a SAE or a mechscope SAE folder) to `out` in SAELens's format. Returns the folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     sae = _as_sae(sae_or_dir)
     c = sae.cfg
@@ -81,9 +82,8 @@ def export_saelens(sae_or_dir, out, *, model_name: Optional[str] = None, hook_na
         cfg["k"] = int(c.k)
         cfg["rescale_acts_by_decoder_norm"] = False
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in t.items()}, str(out / WEIGHTS_FILE))
-    (out / CFG_FILE).write_text(json.dumps(cfg, indent=2, default=str))
+    fsio.write_bytes(out / WEIGHTS_FILE, save({k: v.contiguous() for k, v in t.items()}))
+    fsio.write_json(out / CFG_FILE, json.loads(json.dumps(cfg, default=str)))
     return out
 
 

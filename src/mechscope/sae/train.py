@@ -17,17 +17,21 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import MechscopeError
+from .. import fsio
+from ..errors import ConfigError, DataError, MechscopeError
+from ..jsonsafe import json_safe
 from . import sparse
-from .data import RowStream, check_site, manifest_model, open_dataset, sample_rows, split_rows
-from .model import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig, resolve_device
+from .data import RowStream, check_site, manifest_model, open_dataset, probe, sample_rows, split_rows
+from ..devices import resolve_device
+from .model import CONFIG_FILE, WEIGHTS_FILE, SAE, SAEConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
@@ -40,7 +44,9 @@ L1_WARMUP_FRACTION = 0.2
 
 @dataclass
 class TrainConfig:
-    site: str
+    """Every setting of a SAE training run: what `mechscope sae train` maps its flags onto, what `resume` compares
+    (all fields but RUN_ONLY) and what config.json records (resolved: defaults filled in, under extra.train)."""
+    site: Optional[str] = None           # None: the dataset's only site
     arch: str = "topk"
     k: int = 32
     expansion: int = 16
@@ -65,17 +71,31 @@ class TrainConfig:
     sparse: bool = True                  # TopK/BatchTopK: sparse kernels (sparse.py) instead of dense matmuls
     device: str = "auto"
 
+    def check(self) -> None:
+        """The checks that need neither the data nor a model (so they come first)."""
+        if self.arch not in ("topk", "batchtopk", "relu"):
+            raise ConfigError(f"--arch {self.arch!r} is not valid: use topk, batchtopk or relu.", "arch")
+        for name in ("batch_tokens", "k", "expansion", "checkpoint_every", "log_every", "buffer_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {v}).", name)
+        for name in ("d_sae", "tokens", "warmup_steps", "aux_k", "dead_tokens", "heldout_tokens"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {v}).", name)
+        if self.l1_warmup_steps is not None and self.l1_warmup_steps < 0:
+            raise ConfigError(f"--l1-warmup-steps must be >= 0 (got {self.l1_warmup_steps}); pass 0 for no "
+                              "warm-up.", "l1_warmup_steps")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive (got {self.lr}).", "lr")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ConfigError(f"decay_fraction must be in [0, 1] (got {self.decay_fraction}).", "decay_fraction")
+
 
 def _resolve(cfg: TrainConfig, d_in: int, n_train: int) -> dict:
     r = asdict(cfg)
     d_sae = cfg.d_sae or cfg.expansion * d_in
-    if cfg.arch not in ("topk", "batchtopk", "relu"):
-        raise MechscopeError(f"--arch {cfg.arch!r} is not valid: use topk, batchtopk or relu.")
-    if cfg.batch_tokens < 1:
-        raise MechscopeError(f"--batch-tokens must be positive (got {cfg.batch_tokens}).")
     tokens = cfg.tokens if cfg.tokens is not None else n_train
-    if tokens < 1:
-        raise MechscopeError(f"--tokens must be positive (got {tokens}).")
     steps = math.ceil(tokens / cfg.batch_tokens)
     r.update(
         d_in=d_in, d_sae=d_sae, tokens=steps * cfg.batch_tokens, steps=steps,
@@ -86,8 +106,6 @@ def _resolve(cfg: TrainConfig, d_in: int, n_train: int) -> dict:
         aux_k=min(cfg.aux_k or max(1, d_in // 2), d_sae),
         dead_tokens=cfg.dead_tokens or max(cfg.batch_tokens, min(10_000_000, steps * cfg.batch_tokens // 5)),
     )
-    if cfg.l1_warmup_steps is not None and cfg.l1_warmup_steps < 0:
-        raise MechscopeError(f"--l1-warmup-steps must be >= 0 (got {cfg.l1_warmup_steps}); pass 0 for no warm-up.")
     if cfg.arch == "relu":
         r["k"] = None
     else:
@@ -211,9 +229,8 @@ class Trainer:
                 "since_fired": self.since_fired, "resolved": self.r}
 
     def save_checkpoint(self, folder: Path) -> None:
-        tmp = folder / (CHECKPOINT_FILE + ".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(folder / CHECKPOINT_FILE)
+        fsio.atomic_write(folder / CHECKPOINT_FILE, lambda fh: torch.save(self.state(), fh),
+                          hint="The previous checkpoint is kept; rerun with --resume once fixed.")
 
     def load_checkpoint(self, state: dict) -> None:
         self.sae.load_state_dict(state["sae"])
@@ -222,62 +239,56 @@ class Trainer:
         self.step_i = int(state["step"])
 
 
-_RUN_KEYS = ("site", "arch", "k", "d_sae", "l1", "l1_warmup_steps", "lr", "batch_tokens", "tokens", "seed",
-             "warmup_steps", "decay_fraction", "aux_k", "aux_coef", "dec_lr_mult", "dead_tokens", "threshold_lr",
-             "heldout_tokens", "buffer_tokens", "sparse")
+# How a run goes, not what it trains: not compared on --resume. Every other field of TrainConfig is.
+RUN_ONLY = ("device", "checkpoint_every", "log_every", "expansion")  # expansion: compared as the resolved d_sae
 
 
-def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: int = 32, expansion: int = 16,
-          d_sae: Optional[int] = None, l1: float = 5.0, l1_warmup_steps: Optional[int] = None,
-          lr: Optional[float] = None, batch_tokens: int = 4096,
-          tokens: Optional[int] = None, seed: int = 0, resume: bool = False, device: str = "auto",
-          progress: bool = True, checkpoint_every: int = 500, log_every: int = 20, warmup_steps: Optional[int] = None,
-          decay_fraction: float = 0.2, aux_k: Optional[int] = None, aux_coef: float = 1 / 32,
-          dead_tokens: Optional[int] = None, threshold_lr: float = 0.01, dec_lr_mult: float = 3.0,
-          heldout_tokens: Optional[int] = None,
-          buffer_tokens: int = 1 << 18, sparse: bool = True, _stop_after: Optional[int] = None) -> SAE:
-    """Train a SAE on `site` of the activation dataset `data` (a folder or a dataset object) and write it to `out`.
+def make_config(config: Optional[TrainConfig], site: Optional[str], settings: dict) -> TrainConfig:
+    """The one TrainConfig of a run: `config`, with `site` and keyword settings (TrainConfig fields) on top."""
+    unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise TypeError(f"train() got unknown setting(s) {', '.join(unknown)}; the settings are TrainConfig's "
+                        "fields.")
+    cfg = replace(config, **settings) if config is not None else TrainConfig(**settings)
+    if site is not None:
+        cfg = replace(cfg, site=site)
+    cfg.check()
+    return cfg
 
-    Mirrors `mechscope sae train`. Returns the trained SAE; `out` then holds sae.safetensors, config.json (the
-    resolved config, the data's provenance and the final training statistics), train_log.jsonl and checkpoint.pt.
-    """
-    if out is None:
-        raise MechscopeError("No output folder: pass out=DIR (--out DIR).")
-    out = Path(out)
-    ds = open_dataset(data)
-    site = check_site(ds, site)
-    cfg = TrainConfig(site=site, arch=arch, k=k, expansion=expansion, d_sae=d_sae, l1=l1,
-                      l1_warmup_steps=l1_warmup_steps, lr=lr,
-                      batch_tokens=batch_tokens, tokens=tokens, seed=seed, warmup_steps=warmup_steps,
-                      decay_fraction=decay_fraction, aux_k=aux_k, aux_coef=aux_coef, dead_tokens=dead_tokens,
-                      dec_lr_mult=dec_lr_mult,
-                      threshold_lr=threshold_lr, heldout_tokens=heldout_tokens, checkpoint_every=checkpoint_every,
-                      log_every=log_every, buffer_tokens=buffer_tokens, sparse=sparse, device=device)
-    dev = resolve_device(device)
-    d_in = int(ds.d(site))
-    n_train, n_total = split_rows(ds, heldout_tokens)
-    r = _resolve(cfg, d_in, n_train)
 
-    ckpt = out / CHECKPOINT_FILE
-    state = None
-    if out.exists() and any(out.iterdir()):
-        if not resume:
-            raise MechscopeError(f"{out} is not empty (an earlier run?). Pass --resume to continue it, or choose "
-                                 "another --out. Nothing was overwritten.")
-        if ckpt.exists():
-            state = torch.load(ckpt, map_location=dev, weights_only=False)
-            old = dict(state["resolved"])
-            if old.get("arch") == "relu":  # checkpoints from before the L1 warm-up existed trained without one
-                old.setdefault("l1_warmup_steps", 0)
-            diff = [key for key in _RUN_KEYS if old.get(key) != r.get(key)]
-            if diff:
-                raise MechscopeError(
-                    "--resume with different settings than the run in " + f"{out}: " + ", ".join(
-                        f"{key}={old.get(key)!r} there, {r.get(key)!r} now" for key in diff)
-                    + ". Use the same settings, or another --out.")
-    out.mkdir(parents=True, exist_ok=True)
+def _load_checkpoint(path: Path, dev) -> dict:
+    try:
+        return torch.load(path, map_location=dev, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a truncated file
+        raise DataError(f"{path} is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0]}). Nothing "
+                        "was changed. Delete it to start over in this folder, or choose another out.", "out") from None
 
-    if state is None:  # scale and bias from a sample of training rows
+
+def _check_resume(old: dict, r: dict, out: Path) -> None:
+    """Refuse a resume whose settings differ from the checkpoint's, naming each key."""
+    old = dict(old)
+    if old.get("arch") == "relu":  # checkpoints from before the L1 warm-up existed trained without one
+        old.setdefault("l1_warmup_steps", 0)
+    keys = [f.name for f in fields(TrainConfig) if f.name not in RUN_ONLY] + ["d_in", "d_sae"]
+    diff = [key for key in dict.fromkeys(keys) if old.get(key) != r.get(key)]
+    if diff:
+        raise ConfigError("--resume with different settings than the run in " + f"{out}: " + ", ".join(
+            f"{key}={old.get(key)!r} there, {r.get(key)!r} now" for key in diff)
+            + ". Use the same settings, or another --out.", diff[0])
+
+
+def _few_rows_warning(n_train: int, batch_tokens: int) -> None:
+    if n_train < batch_tokens:
+        better = 2 ** max(0, int(math.log2(max(1, n_train // 10))))
+        warnings.warn(f"The dataset has {n_train:,} training rows, fewer than one batch (batch_tokens={batch_tokens:,}"
+                      f"): each step sees the same rows. Use batch_tokens={better} (--batch-tokens {better}) for "
+                      "about 10 steps per pass, or extract more tokens.", UserWarning, stacklevel=3)
+
+
+def _init_sae(ds, site: str, r: dict, n_train: int, n_total: int, data, state: Optional[dict]) -> SAE:
+    """A new SAE (scale and decoder bias from a sample of training rows) or the shape of the checkpoint's."""
+    d_in, seed = r["d_in"], r["seed"]
+    if state is None:
         sample = sample_rows(ds, site, n_train, seed=seed)
         mean_norm = float(np.linalg.norm(sample.astype(np.float64), axis=1).mean())
         if not math.isfinite(mean_norm) or mean_norm == 0:
@@ -290,25 +301,67 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
     r["input_scale"] = scale
     provenance = {"path": str(data) if isinstance(data, (str, Path)) else None, "model": manifest_model(ds),
                   "rows": n_total, "train_rows": [0, n_train], "heldout_rows": [n_train, n_total]}
-    scfg = SAEConfig(d_in=d_in, d_sae=r["d_sae"], arch=arch, k=r["k"], input_scale=scale, site=site,
+    manifest = getattr(ds, "manifest", None) or {}
+    for key in ("max_length", "mode", "exclude_bos"):  # what the splice test of `sae eval` reuses
+        if key in manifest:
+            provenance[key] = manifest[key]
+    scfg = SAEConfig(d_in=d_in, d_sae=r["d_sae"], arch=r["arch"], k=r["k"], input_scale=scale, site=site,
                      model=provenance["model"], extra={"train": r, "data": provenance})
-    gen = torch.Generator().manual_seed(seed)
-    sae = SAE.init(scfg, generator=gen, data_mean=data_mean)
-    (out / CONFIG_FILE).write_text(json.dumps(sae.config_dict(), indent=2, default=str))
+    return SAE.init(scfg, generator=torch.Generator().manual_seed(seed), data_mean=data_mean)
 
-    stream = RowStream(ds, site, n_train, r["batch_tokens"], seed, scale=scale, buffer_tokens=r["buffer_tokens"],
-                       device=dev)
+
+def train(data, site: Optional[str] = None, out=None, *, config: Optional[TrainConfig] = None, resume: bool = False,
+          progress: bool = True, _stop_after: Optional[int] = None, **settings) -> SAE:
+    """Train a SAE on `site` of the activation dataset `data` (a folder or a dataset object) and write it to `out`.
+
+    The settings are one `TrainConfig` (`config=`), or its fields as keywords (`arch="topk", k=32, ...`), or both
+    (keywords win). Mirrors `mechscope sae train`. Returns the trained SAE; `out` then holds sae.safetensors,
+    config.json (the resolved config, the data's provenance and the final training statistics), train_log.jsonl and
+    checkpoint.pt. A Ctrl-C stays a KeyboardInterrupt; the last checkpoint stays and `resume=True` continues it.
+    """
+    cfg = make_config(config, site, settings)
+    if out is None:
+        raise ConfigError("No output folder: pass out=DIR (--out DIR).", "out")
+    out = Path(out)
+    ds = open_dataset(data)
+    site = check_site(ds, cfg.site)
+    cfg = replace(cfg, site=site)
+    probe(ds, site)
+    dev = resolve_device(cfg.device)
+    n_train, n_total = split_rows(ds, cfg.heldout_tokens)
+    r = _resolve(cfg, int(ds.d(site)), n_train)
+    state = None
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise ConfigError(f"{out} is not empty (an earlier run?). Pass --resume to continue it, or choose "
+                              "another --out. Nothing was overwritten.", "out")
+        if (out / CHECKPOINT_FILE).exists():
+            state = _load_checkpoint(out / CHECKPOINT_FILE, dev)
+            _check_resume(state["resolved"], r, out)
+    _few_rows_warning(n_train, cfg.batch_tokens)
+    out.mkdir(parents=True, exist_ok=True)
+    sae = _init_sae(ds, site, r, n_train, n_total, data, state)
+    fsio.write_json(out / CONFIG_FILE, json.loads(json.dumps(sae.config_dict(), default=str)))
+    stream = RowStream(ds, site, n_train, r["batch_tokens"], r["seed"], scale=r["input_scale"],
+                       buffer_tokens=r["buffer_tokens"], device=dev)
     trainer = Trainer(sae, r, stream, dev)
     if state is not None:
         trainer.load_checkpoint(state)
         if trainer.step_i >= r["steps"] and (out / WEIGHTS_FILE).exists():
             stream.close()
             return SAE.load(out, device=dev)
-    log = open(out / LOG_FILE, "a")
+    return _loop(trainer, out, progress, _stop_after)
+
+
+def _loop(trainer: Trainer, out: Path, progress: bool, stop_after: Optional[int]) -> SAE:
+    """Steps until the end, a log line every log_every steps, a checkpoint every checkpoint_every; then the SAE."""
     from tqdm.auto import tqdm
 
+    r, sae, stream = trainer.r, trainer.sae, trainer.stream
+    log_every, checkpoint_every = r["log_every"], r["checkpoint_every"]
+    log = open(out / LOG_FILE, "a", encoding="utf-8")
     bar = tqdm(total=r["steps"], initial=trainer.step_i, unit="step", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, desc=f"sae {arch} {site}")
+               dynamic_ncols=True, desc=f"sae {r['arch']} {r['site']}")
     t0, s0, last = time.perf_counter(), trainer.step_i, {}
     try:
         while trainer.step_i < r["steps"]:
@@ -317,16 +370,16 @@ def train(data, site: Optional[str] = None, out=None, *, arch: str = "topk", k: 
             if i % log_every == 0 or i == r["steps"]:
                 last = trainer.stats(outp, trainer.since_fired, r)
                 entry = {"step": i, "tokens": i * r["batch_tokens"], "lr": lr_at(i - 1, r), **last}
-                if arch == "relu":
+                if r["arch"] == "relu":
                     entry["l1"] = l1_at(i - 1, r)
-                log.write(json.dumps(entry) + "\n")
+                log.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{last['loss']:.4g}", fvu=f"{last['fvu']:.3f}", l0=f"{last['l0']:.1f}",
                                 dead=f"{last['dead']:.1%}", refresh=False)
             bar.update(1)
             if i % checkpoint_every == 0 and i < r["steps"]:
                 trainer.save_checkpoint(out)
-            if _stop_after is not None and i >= _stop_after:  # tests: simulate a kill right here
+            if stop_after is not None and i >= stop_after:  # tests: simulate a kill right here
                 raise KeyboardInterrupt
     finally:
         bar.close()

@@ -18,6 +18,7 @@ COMMANDS = [
     ("patch", "patch_cmd"),
     ("extract", "extract_cmd"),
     ("sae", "sae_group"),
+    ("sentiment_data", "sentiment_data_cmd"),
 ]
 
 

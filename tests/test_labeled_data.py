@@ -57,3 +57,12 @@ def test_bad_input_messages(tmp_path):
         read_labeled(tmp_path / "m.csv")
     with pytest.raises(DataError, match="no such file"):
         read_labeled(tmp_path / "missing.csv")
+
+
+def test_split_field(tmp_path):
+    rows = [dict(r, split=s) for r, s in zip(ROWS, ["train", "test", "train"])]
+    d = read_labeled(_write(tmp_path, "jsonl", rows), split_field="split")
+    assert d.splits == ["train", "test", "train"] and d.labels == [1, 0, 1]
+    with pytest.raises(DataError, match="no field 'fold'") as e:
+        read_labeled(_write(tmp_path, "csv", rows), split_field="fold")
+    assert e.value.argument == "split_field"

@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from ..errors import DataError
 
@@ -26,6 +26,7 @@ class LabeledTexts:
     label_names: list[str]        # sorted (numerically when every label is an integer)
     path: str = ""
     columns: list[str] = field(default_factory=list)
+    splits: Optional[list[str]] = None  # the split field's values, when one was asked for
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -35,8 +36,9 @@ def _bad(path: Path, what: str, argument: str = "data") -> DataError:
     return DataError(f"{str(path)!r}: {what}", argument=argument)
 
 
-def _rows(path: Path, text_field: str, label_field: str):
-    """(columns, [(row number, text, label)]) for the file; raises DataError on what cannot be read."""
+def _rows(path: Path, fields: dict):
+    """(columns, [(row number, [value of each field])]) for the file; `fields` maps field name -> argument name.
+    Raises DataError on what cannot be read."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -46,10 +48,10 @@ def _rows(path: Path, text_field: str, label_field: str):
         except Exception as err:
             raise _bad(path, f"cannot be read as parquet ({err}).") from None
         cols = pf.schema_arrow.names
-        _check_fields(path, cols, text_field, label_field)
-        table = pf.read(columns=[text_field, label_field])
-        pairs = zip(table.column(0).to_pylist(), table.column(1).to_pylist())
-        return cols, [(i + 1, t, lab) for i, (t, lab) in enumerate(pairs)]
+        _check_fields(path, cols, fields)
+        table = pf.read(columns=list(fields))
+        values = zip(*(table.column(j).to_pylist() for j in range(len(fields))))
+        return cols, [(i + 1, list(v)) for i, v in enumerate(values)]
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -62,8 +64,8 @@ def _rows(path: Path, text_field: str, label_field: str):
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
         reader = csv.DictReader(io.StringIO(text, newline=""))
         cols = list(reader.fieldnames or [])
-        _check_fields(path, cols, text_field, label_field)
-        return cols, [(reader.line_num, r.get(text_field), r.get(label_field)) for r in reader]
+        _check_fields(path, cols, fields)
+        return cols, [(reader.line_num, [r.get(f) for f in fields]) for r in reader]
     rows, cols = [], []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -76,13 +78,13 @@ def _rows(path: Path, text_field: str, label_field: str):
             raise _bad(path, f"line {i} is a JSON {type(obj).__name__}, not an object with named fields.")
         if not cols:
             cols = list(obj)
-            _check_fields(path, cols, text_field, label_field)
-        rows.append((i, obj.get(text_field), obj.get(label_field)))
+            _check_fields(path, cols, fields)
+        rows.append((i, [obj.get(f) for f in fields]))
     return cols, rows
 
 
-def _check_fields(path: Path, cols: list, text_field: str, label_field: str) -> None:
-    for name, flag in ((text_field, "text_field"), (label_field, "label_field")):
+def _check_fields(path: Path, cols: list, fields: dict) -> None:
+    for name, flag in fields.items():
         if name not in cols:
             raise _bad(path, f"there is no field {name!r} (--{flag.replace('_', '-')}). Its fields: "
                              f"{', '.join(map(str, cols)) or '(none)'}.", argument=flag)
@@ -97,19 +99,23 @@ def _label_names(values: list) -> list[str]:
 
 
 def read_labeled(path: Union[str, Path], text_field: str = "text", label_field: str = "label",
-                 argument: str = "data") -> LabeledTexts:
-    """Read a .csv/.jsonl/.parquet file of labeled texts. Labels may be strings or integers; at least two."""
+                 split_field: Optional[str] = None, argument: str = "data") -> LabeledTexts:
+    """Read a .csv/.jsonl/.parquet file of labeled texts. Labels may be strings or integers; at least two.
+    With `split_field`, that column's values are kept too (`splits`, e.g. "train"/"test")."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{str(path)!r}: no such file. Check the path.", argument=argument)
     if path.suffix.lower() not in SUFFIXES:
         raise DataError(f"{str(path)!r}: unsupported file type {path.suffix or '(none)'!r}. Use "
                         f"{', '.join(SUFFIXES)}.", argument=argument)
-    cols, rows = _rows(path, text_field, label_field)
+    fields = {text_field: "text_field", label_field: "label_field"}
+    if split_field:
+        fields[split_field] = "split_field"
+    cols, rows = _rows(path, fields)
     if not rows:
         raise _bad(path, "the file has a header but no rows.", argument)
     texts, raw = [], []
-    for line, text, label in rows:
+    for line, (text, label, *_) in rows:
         if not isinstance(text, str) or not text.strip():
             raise _bad(path, f"row at line {line} has no text in {text_field!r} ({text!r}). Remove the row or fill "
                              "it in.", "text_field")
@@ -125,4 +131,5 @@ def read_labeled(path: Union[str, Path], text_field: str = "text", label_field: 
         raise _bad(path, f"every row has the same label {names[0]!r} in {label_field!r}: a classifier or probe "
                          "needs at least two labels. Check --label-field.", "label_field")
     index = {n: i for i, n in enumerate(names)}
-    return LabeledTexts(texts, [index[r] for r in raw], names, str(path), [str(c) for c in cols])
+    splits = [str(v[2]) for _, v in rows] if split_field else None
+    return LabeledTexts(texts, [index[r] for r in raw], names, str(path), [str(c) for c in cols], splits)

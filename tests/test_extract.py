@@ -228,8 +228,11 @@ def test_existing_output_and_resume_rules(tmp_path, llama_ds):
     m = tiny("llama")
     with pytest.raises(MechscopeError, match="already holds a finished"):
         mechscope.extract(m, [MLP], DOCS, out, progress=False)
-    again = mechscope.extract(m, [MLP], DOCS, out, resume=True, progress=False)
+    same = dict(max_length=40, batch_tokens=64, shard_tokens=60, progress=False)  # the settings of llama_ds
+    again = mechscope.extract(m, [RESID, MLP], DOCS, out, resume=True, **same)
     assert again["already_finished"] and again["tokens"] == len(ActivationDataset(out))
+    with pytest.raises(MechscopeError, match=r"sites: \['blocks.0.hook_resid_post', 'blocks.2.hook_mlp_out'\] before"):
+        mechscope.extract(m, [MLP], DOCS, out, resume=True, **same)  # issue 10 item 2: refused, not "complete"
     fresh = mechscope.extract(m, [MLP], DOCS[:2], tmp_path / "missing", resume=True, progress=False)
     assert fresh["documents"] == 2  # --resume on a missing folder simply starts
     (tmp_path / "junk").mkdir()

@@ -162,3 +162,25 @@ def test_fewer_rows_than_one_batch_warns_with_a_batch_size(acts, tmp_path):
     assert "fewer than one batch" in res.output and "--batch-tokens " in res.output
     suggested = int(res.output.split("--batch-tokens ")[1].split(")")[0])
     assert 1 <= suggested <= n // 10
+
+
+def test_splice_test_uses_the_datasets_max_length_and_heldout_documents(tmp_path):
+    """issue 10 item 3: the splice test reads held-out documents cut at the dataset's max_length (the positions the
+    SAE was trained on), not at 256, and says so."""
+    import numpy as np
+
+    model = tiny_model("llama")
+    texts = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(8)) for i in range(60)]  # ~50 tokens each
+    out = tmp_path / "acts"
+    mechscope.extract(model, [SITE], texts, out, max_length=16, progress=False)
+    ds = mechscope.ActivationDataset(out)
+    sae = SAE.identity(ds.d(SITE))
+    sae.cfg.site = SITE
+    res = evaluate(sae, ds, model=model)
+    sp = res["splice"]
+    assert sp["max_length"] == 16 and "dataset" in sp["max_length_source"]
+    a, b = res["reconstruction"]["rows"]
+    held = sorted(set(np.asarray(ds.doc_ids[a:b]).tolist()) - {int(ds.doc_ids[a - 1])})
+    assert sp["text_source"].startswith(f"{sp['texts']} held-out document(s)") and sp["texts"] == len(held)
+    assert sp["tokens"] == sum(min(len(model.encode(texts[d])), 16) - 1 for d in held)
+    assert abs(sp["ce_sae"] - sp["ce_clean"]) < 1e-4  # the identity SAE changes nothing

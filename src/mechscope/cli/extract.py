@@ -61,36 +61,22 @@ def extract_cmd(sites, input_path, dataset, ds_config, split, out, text_field, m
           --push-to-hub me/llama-acts
       mechscope extract --sites blocks.8.hook_resid_post --input docs/ --out acts/ --engine ray --num-workers 8
     """
-    from ..extract import extract
-    from ..extract.api import check_out, parse_sites
+    from ..extract.api import plan, run
+    from ..extract.config import ExtractConfig
 
-    parse_sites(sites)
-    check_out(__import__("pathlib").Path(out).expanduser(), resume)  # fail fast, before loading the model
-    from ..extract.sources import open_source
-
-    open_source(input_path, dataset=dataset, config=ds_config, split=split, text_field=text_field)
-    if push_to_hub:
-        from ..extract.hub import HubTarget
-
-        HubTarget(push_to_hub, private=private).check()
-    model = None if resume and _finished(out) else load_model(model_name, dtype, device)
-    summary = extract(model if model is not None else model_name, sites, input_path, out, dataset=dataset,
-                      config=ds_config, split=split, text_field=text_field, max_length=max_length, mode=mode,
-                      dtype=dtype, device=device, store_dtype=store_dtype, exclude_bos=exclude_bos,
-                      batch_tokens=batch_tokens, shard_tokens=shard_tokens, limit_docs=limit_docs, resume=resume,
-                      push_to_hub=push_to_hub, private=private, engine=engine, num_workers=num_workers,
-                      gpus_per_worker=gpus_per_worker, ray_address=ray_address, arrays=not no_arrays,
-                      progress=not no_progress and not as_json)
+    config = ExtractConfig(sites=sites, out=out, input=input_path, dataset=dataset, dataset_config=ds_config,
+                           split=split, text_field=text_field, model=model_name, dtype=dtype, device=device,
+                           max_length=max_length, mode=mode, store_dtype=store_dtype, exclude_bos=exclude_bos,
+                           batch_tokens=batch_tokens, shard_tokens=shard_tokens, limit_docs=limit_docs,
+                           arrays=not no_arrays, engine=engine, num_workers=num_workers,
+                           gpus_per_worker=gpus_per_worker, ray_address=ray_address, resume=resume,
+                           push_to_hub=push_to_hub, private=private, progress=not no_progress and not as_json)
+    p = plan(config)  # every check before the model load
+    summary = run(p, load_model(model_name, dtype, device) if p.needs_model else None)
     if as_json:
         emit_json(summary)
         return
     _print_summary(summary)
-
-
-def _finished(out: str) -> bool:
-    from pathlib import Path
-
-    return (Path(out).expanduser() / "manifest.json").exists()
 
 
 def _print_summary(s: dict) -> None:

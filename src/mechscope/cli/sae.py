@@ -20,6 +20,9 @@ def sae_group():
     mechscope sae features --sae SAE --data ACTS --latents 0-99 --out DIR      (features.html)
     mechscope sae export   SAE --out DIR                     (SAELens format)
     mechscope sae import   DIR --out SAE                     (from SAELens format)
+
+    eval and features take --model, --dtype and --device (the model: the dataset's unless given); train takes
+    --device; every subcommand takes --json. Manual: docs/sae.md.
     """
 
 
@@ -42,7 +45,7 @@ def sae_group():
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--checkpoint-every", default=500, show_default=True, help="Steps between checkpoints.")
 @click.option("--warmup-steps", type=int, default=None, help="LR warm-up steps [default: min(1000, 5% of steps)].")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
 @click.option("--dense", is_flag=True, help="TopK/BatchTopK: dense matmuls instead of the sparse kernels.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
@@ -95,8 +98,9 @@ def train_cmd(data, site, out, arch, k, expansion, d_sae, l1, l1_warmup_steps, l
               help="Dead = never active over the last N evaluated tokens [default: all of them].")
 @click.option("--out", type=click.Path(), default=None,
               help="Folder for metrics.json and report.html [default: --sae].")
-@click.option("--dtype", default="auto", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="The splice test's model dtype (fp32, fp16, bf16 "
+              "or auto).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
 @json_option
 def eval_cmd(sae_dir, data, model_name, texts, text_file, no_splice, splice_docs, max_tokens, dead_window, out, dtype,
              device, as_json):
@@ -144,6 +148,7 @@ def eval_cmd(sae_dir, data, model_name, texts, text_file, no_splice, splice_docs
         click.echo(f"  splice: CE clean {sp['ce_clean']:.4f}, with SAE {sp['ce_sae']:.4f} (+{sp['ce_increase']:.4f}), "
                    f"zero-ablated {sp['ce_zero']:.4f}; loss recovered {sp['loss_recovered']:.3f} "
                    f"({sp['tokens']} tokens)")
+        click.echo(f"    on {sp['text_source']}, contexts of at most {sp['max_length']} tokens ({sp['max_length_source']})")
     elif not no_splice:
         click.echo("  splice: skipped (no held-out text: pass --text or --text-file)")
     click.echo(f"Wrote {Path(out or sae_dir) / 'metrics.json'} and report.html")
@@ -160,9 +165,11 @@ def eval_cmd(sae_dir, data, model_name, texts, text_file, no_splice, splice_docs
 @click.option("--max-tokens", type=int, default=None, help="Scan at most this many rows.")
 @click.option("--model", "-m", "model_name", default=None,
               help="Model whose tokenizer decodes the token ids [default: the dataset's tokenizer if cached].")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="--model's dtype (fp32, fp16, bf16 or auto).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
 @json_option
-def features_cmd(sae_dir, data, latents, top, out, examples, window, max_tokens, model_name, device, as_json):
+def features_cmd(sae_dir, data, latents, top, out, examples, window, max_tokens, model_name, dtype, device,
+                 as_json):
     """Frequency and top-activating contexts of SAE latents, as one self-contained HTML page.
 
     Contexts come from the dataset's stored token ids: `window` tokens on each side of the maximum, each token
@@ -171,13 +178,13 @@ def features_cmd(sae_dir, data, latents, top, out, examples, window, max_tokens,
     from ..sae.features import features
     from ..devices import resolve_device
 
+    if examples < 1 or window < 0:
+        raise MechscopeError("--examples must be >= 1 and --window >= 0.")
     tok = None
     if model_name:
         from .common import load_model
 
-        tok = load_model(model_name, "auto", "cpu").tokenizer
-    if examples < 1 or window < 0:
-        raise MechscopeError("--examples must be >= 1 and --window >= 0.")
+        tok = load_model(model_name, dtype, "cpu").tokenizer  # only its tokenizer is used
     res = features(sae_dir, data, latents, top=top, out=out, n_examples=examples, window=window,
                    max_tokens=max_tokens, tokenizer=tok, device=str(resolve_device(device)))
     if as_json:

@@ -12,26 +12,10 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from .config import Settings
 from .sources import Record
 
 TOKENIZE_BATCH = 64
-
-
-@dataclass
-class Settings:
-    sites: list
-    max_length: int = 256
-    mode: str = "document"          # document | packed
-    exclude_bos: bool = False
-    batch_tokens: int = 1024        # tokens per forward, padding included
-    shard_tokens: int = 1 << 18     # stored tokens per shard (a chunk closes once it holds at least this many)
-    store_dtype: str = "float32"
-    limit_docs: Optional[int] = None
-
-    def key(self) -> dict:
-        return dict(sites=list(self.sites), max_length=self.max_length, mode=self.mode, exclude_bos=self.exclude_bos,
-                    batch_tokens=self.batch_tokens, shard_tokens=self.shard_tokens, store_dtype=self.store_dtype,
-                    limit_docs=self.limit_docs)
 
 
 def add_counts(into: dict, counts: dict) -> dict:

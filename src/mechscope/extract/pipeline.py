@@ -1,11 +1,11 @@
-"""The extraction engine: chunks -> batches under a token budget -> one forward per batch that stops right after the
+"""The extraction pipeline: chunks -> batches under a token budget -> one forward per batch that stops right after the
 deepest site -> the real tokens only -> a writer thread that fills the shard and writes it.
 
 On CPU, a batch is one packed row: its sequences side by side, each attending only to itself (`Model.packed`), so
 the matmuls see no padding at all. Elsewhere (and for models that cannot pack), sequences are sorted by length and
 padded to the longest of their batch.
 
-`Runner.run_chunk` is shared by the local engine (`run_local`) and by the Ray actors (`ray_engine`).
+`Runner.run_chunk` is shared by `--engine local` (`run_local`) and by the Ray actors (`ray_engine`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import MechscopeError
+from ..errors import SiteError
 from . import storage
 from .chunks import Chunk, Chunker, Settings, add_counts
 
@@ -62,48 +62,68 @@ def plan_batches(lengths: list, budget: int) -> list:
     return batches
 
 
+def storable_sites(model, names) -> list:
+    """The Site objects of `names` (unknown names fail with suggestions); attention patterns are refused."""
+    sites = [model.site(name) for name in names]
+    for site in sites:
+        if site.kind == "pattern":
+            raise SiteError(f"Site {site.name!r} is an attention pattern (B, H, T, T), not one vector per token; it "
+                            "cannot be stored as activation rows. Use hook_z, hook_attn_out, ...", "sites")
+    return sites
+
+
+def probe_dims(model, sites: list) -> dict:
+    """The stored width of each site (the product of its per-token dimensions), from one two-token forward."""
+    probe = [[model.tokenizer.bos_token_id or model.tokenizer.eos_token_id or 0] * 2]
+    with torch.no_grad():
+        _, cache = model.run(probe, capture=sites, logits=False)
+    dims = {}
+    for site in sites:
+        a = cache[site.name]
+        if a.ndim < 3 or a.shape[:2] != (1, 2):
+            raise SiteError(f"Site {site.name!r} gives shape {tuple(a.shape)}, not (batch, pos, ...): it cannot be "
+                            "stored as one row per token.", "sites")
+        dims[site.name] = int(np.prod(a.shape[2:]))
+    return dims
+
+
+def packing_agrees(model, sites: list) -> bool:
+    """Two short sequences packed in one row give what each gives alone (else this family cannot pack)."""
+    vocab = min(model.cfg.d_vocab, 1000)
+    seqs = [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 5) % vocab for i in range(3)]]
+    with torch.no_grad():
+        _, packed = model.run(model.packed(seqs), capture=sites, logits=False)
+        alone = [model.run([s], capture=sites, logits=False)[1] for s in seqs]
+    for site in sites:
+        ref = torch.cat([c[site.name][0] for c in alone]).float()
+        if not torch.allclose(packed[site.name][0].float(), ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()) + 1e-6):
+            return False
+    return True
+
+
+def decide_packing(model, sites: list, max_length: int, want: Optional[bool] = None) -> bool:
+    """The one packing decision: `want` (None: `packs_by_default`), if the model can pack and packing agrees."""
+    if want is None:
+        want = packs_by_default(model, max_length)
+    return bool(want) and model.packable(max_length) and packing_agrees(model, sites)
+
+
 class Runner:
-    """Runs chunks through one model. `dims[site]` is the stored width of each site."""
+    """Runs chunks through one model. `dims[site]` is the stored width of each site.
+
+    Packing and widths come from the resolved Settings (`api.resolve`); `pack=` (tests) asks for one mode, which is
+    used when the model can pack."""
 
     def __init__(self, model, settings: Settings, pack: Optional[bool] = None):
         self.model, self.s = model, settings
-        self.sites = [model.site(name) for name in settings.sites]
-        for site in self.sites:
-            if site.kind == "pattern":
-                raise MechscopeError(f"Site {site.name!r} is an attention pattern (B, H, T, T), not one vector per "
-                                     "token; it cannot be stored as activation rows. Use hook_z, hook_attn_out, ...")
+        self.sites = storable_sites(model, settings.sites)
         self.names = [s.name for s in self.sites]
         self.store = TORCH_STORE[settings.store_dtype]
-        self.dims = self._probe()
-        if pack is None:
-            pack = packs_by_default(model, settings.max_length)
-        self.pack = bool(pack) and model.packable(settings.max_length) and self._packing_agrees()
-
-    def _packing_agrees(self) -> bool:
-        """Two short sequences packed in one row give what each gives alone (else this family cannot pack)."""
-        vocab = min(self.model.cfg.d_vocab, 1000)
-        seqs = [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 5) % vocab for i in range(3)]]
-        with torch.no_grad():
-            _, packed = self.model.run(self.model.packed(seqs), capture=self.sites, logits=False)
-            alone = [self.model.run([s], capture=self.sites, logits=False)[1] for s in seqs]
-        for name in self.names:
-            ref = torch.cat([c[name][0] for c in alone]).float()
-            if not torch.allclose(packed[name][0].float(), ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()) + 1e-6):
-                return False
-        return True
-
-    def _probe(self) -> dict:
-        probe = [[self.model.tokenizer.bos_token_id or self.model.tokenizer.eos_token_id or 0] * 2]
-        with torch.no_grad():
-            _, cache = self.model.run(probe, capture=self.sites, logits=False)
-        dims = {}
-        for site in self.sites:
-            a = cache[site.name]
-            if a.ndim < 3 or a.shape[:2] != (1, 2):
-                raise MechscopeError(f"Site {site.name!r} gives shape {tuple(a.shape)}, not (batch, pos, ...): it "
-                                     "cannot be stored as one row per token.")
-            dims[site.name] = int(np.prod(a.shape[2:]))
-        return dims
+        self.dims = dict(settings.dims) if settings.dims else probe_dims(model, self.sites)
+        if pack is None and settings.pack is not None:
+            self.pack = bool(settings.pack)
+        else:
+            self.pack = decide_packing(model, self.sites, settings.max_length, pack)
 
     def run_chunk(self, chunk: Chunk, sink, progress=None) -> dict:
         """Forward every sequence of the chunk; hand each batch's rows to `sink.put`. Returns non-finite counts."""

@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -269,6 +270,8 @@ def run_ray(model, source, out: Path, settings: Settings, num_workers: Optional[
     if not packed and not tok_dir.exists():  # packed mode tokenizes on the driver
         model.tokenizer.save_pretrained(str(tok_dir))
     device = "cuda" if gpus_per_worker else "cpu"
+    if device == "cuda" and settings.pack:  # the actors run on GPUs, where batches stay padded (pipeline)
+        settings = replace(settings, pack=False)
     spec = {"model": name, "dtype": str(model.dtype).replace("torch.", ""), "device": device}
     done = set(storage.complete_shards(out))
     if packed:  # the driver packs exactly as the local engine does; the actors only run the model
@@ -307,7 +310,4 @@ def run_ray(model, source, out: Path, settings: Settings, num_workers: Optional[
             (out / storage.DATA / storage.shard_name(i)).unlink()
     for d in (MODEL_DIR, TOK_DIR):
         shutil.rmtree(out / d, ignore_errors=True)
-    from .pipeline import Runner
-
-    dims = Runner(model, settings, pack=False).dims  # only the widths: no packing probe on the driver
-    return {"state": state, "written": [], "dims": dims}
+    return {"state": state, "written": [], "dims": dict(settings.dims)}

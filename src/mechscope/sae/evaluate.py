@@ -1,4 +1,4 @@
-"""Evaluating a SAE: reconstruction metrics on held-out rows, and the splice test through the engine.
+"""Evaluating a SAE: reconstruction metrics on held-out rows, and the splice test (Model.run with a patch).
 
 Splice test: the model reads held-out text three times, through `Model.run(..., patch={site: fn})`:
 clean; with the site replaced by the SAE's reconstruction; with the site zero-ablated. CE is the mean next-token
@@ -119,23 +119,66 @@ def splice_test(model, sae, texts: Sequence[str], site: Optional[str] = None, ba
 
 def heldout_texts(ds, rows: tuple, limit: int = 32) -> list[str]:
     """Texts of the documents behind the held-out rows (for the splice test), in order, at most `limit`."""
+    return [t for _, t in heldout_documents(ds, rows, limit)]
+
+
+def heldout_documents(ds, rows: tuple, limit: int = 32) -> list[tuple]:
+    """(doc_id, text) of the documents behind rows [a, b), in order, at most `limit`; a document that also has rows
+    before `a` (it straddles the train / held-out cut) is left out."""
     if not hasattr(ds, "document_text"):
         return []
-    docs = np.asarray(ds.doc_ids[rows[0]:rows[1]])
-    seen, out = set(), []
+    a, b = rows
+    docs = np.asarray(ds.doc_ids[a:b])
+    before = int(ds.doc_ids[a - 1]) if a > 0 else None
+    out, seen = [], set()
     for d in docs:
         d = int(d)
-        if d not in seen:
-            seen.add(d)
-            try:
-                text = ds.document_text(d)
-            except Exception:  # noqa: BLE001 - a missing text only shrinks the sample
-                continue
-            if text and text.strip():
-                out.append(text)
-            if len(out) >= limit:
-                break
+        if d in seen or d == before:
+            continue
+        seen.add(d)
+        try:
+            text = ds.document_text(d)
+        except Exception:  # noqa: BLE001 - a missing text only shrinks the sample
+            continue
+        if text and text.strip():
+            out.append((d, text))
+        if len(out) >= limit:
+            break
     return out
+
+
+def dataset_max_length(sae: SAE, ds) -> tuple:
+    """(max_length, where it came from): the dataset's, else the one recorded when the SAE was trained, else 256."""
+    man = getattr(ds, "manifest", None) or {}
+    if man.get("max_length"):
+        return int(man["max_length"]), "the dataset's max_length"
+    data = (sae.cfg.extra or {}).get("data") or {}
+    if data.get("max_length"):
+        return int(data["max_length"]), "the max_length of the dataset the SAE was trained on"
+    return 256, "default: the dataset records no max_length"
+
+
+def _splice(model, sae: SAE, ds, texts, site, rows, splice_docs: int, max_length, device) -> Optional[dict]:
+    if texts is None:
+        docs = heldout_documents(ds, tuple(rows), splice_docs)
+        texts = [t for _, t in docs]
+        source = (f"{len(docs)} held-out document(s) of the dataset (doc ids {docs[0][0]}..{docs[-1][0]})" if docs
+                  else None)
+    else:
+        source = f"{len(texts)} given text(s)"
+    if not texts:
+        return None
+    if max_length is None:
+        max_length, how = dataset_max_length(sae, ds)
+    else:
+        how = "as asked"
+    if model is None or isinstance(model, str):
+        from ..loading import load
+
+        model = load(model or sae.cfg.model or "default", device=device)
+    res = splice_test(model, sae, texts, site, max_length=max_length)
+    res.update(max_length=max_length, max_length_source=how, text_source=source)
+    return res
 
 
 def read_log(path: Path) -> list[dict]:
@@ -151,11 +194,13 @@ def read_log(path: Path) -> list[dict]:
 
 def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, site: Optional[str] = None,
              max_tokens: Optional[int] = None, splice_docs: int = 32, out=None, device: str = "cpu",
-             max_length: int = 256, dead_window: Optional[int] = None) -> dict:
+             max_length: Optional[int] = None, dead_window: Optional[int] = None) -> dict:
     """All metrics of `mechscope sae eval`: reconstruction on held-out rows and (with a model) the splice test.
 
     `model` is a mechscope Model (or a name to load; None: the model recorded in the SAE, when `texts` or the
-    dataset's documents are available). Writes metrics.json and report.html into `out` when given."""
+    dataset's documents are available). The splice test reads the held-out documents of the dataset (or `texts`),
+    cut at the dataset's max_length (the positions the SAE was trained on) unless `max_length` is given; the result
+    says which. Writes metrics.json and report.html into `out` when given."""
     sae_obj = _as_sae(sae, device=device)
     ds = open_dataset(data)
     site = site or sae_obj.cfg.site
@@ -164,14 +209,9 @@ def evaluate(sae, data, *, model=None, texts: Optional[Sequence[str]] = None, si
     result = {"site": site, "sae": str(sae) if not isinstance(sae, SAE) else None, "arch": sae_obj.cfg.arch,
               "d_in": sae_obj.cfg.d_in, "d_sae": sae_obj.cfg.d_sae, "k": sae_obj.cfg.k, "reconstruction": metrics}
     if model is not False:
-        if texts is None:
-            texts = heldout_texts(ds, tuple(metrics["rows"]), splice_docs)
-        if texts:
-            if model is None or isinstance(model, str):
-                from ..cli.common import load_model
-
-                model = load_model(model or sae_obj.cfg.model or "default", "auto", device)
-            result["splice"] = splice_test(model, sae_obj, texts, site, max_length=max_length)
+        splice = _splice(model, sae_obj, ds, texts, site, metrics["rows"], splice_docs, max_length, device)
+        if splice is not None:
+            result["splice"] = splice
     if out is not None:
         out = Path(out)
         fsio.write_json(out / "metrics.json", json_safe(result, skip_private=True))

@@ -179,3 +179,8 @@ class SAE(nn.Module):
             raise DataError(f"{folder / WEIGHTS_FILE} does not match its {CONFIG_FILE} ({str(err).splitlines()[0]})."
                             " Copy the SAE folder again, or retrain it.", "sae") from None
         return sae.to(device).eval()
+
+
+def load(folder, device="cpu") -> SAE:
+    """`mechscope.sae.load(folder)`: the SAE that `mechscope sae train` (or `SAE.save`, `sae import`) wrote there."""
+    return SAE.load(folder, device=device)

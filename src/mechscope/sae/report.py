@@ -106,7 +106,9 @@ def report_html(result: dict, freqs: np.ndarray, cfg, log: Optional[list] = None
                          ("CE with SAE reconstruction", sp["ce_sae"]), ("CE with site zero-ablated", sp["ce_zero"]),
                          ("CE increase", sp["ce_increase"]), ("fraction of loss recovered", sp["loss_recovered"])],
                         ("quantity", "value")),
-                  "<p class=muted>loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean).</p>"]
+                  f"<p class=muted>Text: {esc(sp.get('text_source', 'given texts'))}; contexts of at most "
+                  f"{esc(sp.get('max_length'))} tokens ({esc(sp.get('max_length_source', 'argument'))}). "
+                  "loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean).</p>"]
     f = np.asarray(freqs)
     live = f[f > 0]
     parts += ["<h2>Latent frequencies</h2>",

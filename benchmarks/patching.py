@@ -3,7 +3,7 @@
     python benchmarks/patching.py [--device cpu|cuda] [--dtype fp32] [--threads N] [--naive-cells N] [--repeat R]
 
 Sweep: "Michelle Jones was a top-notch student. Michelle" (clean) / "Michelle Smith was a top-notch student. Michelle"
-(corrupted), metric logit(' Smith') - logit(' Jones'), site resid_post, all 30 layers x all 11 positions (330 cells).
+(corrupted), metric logit(' Smith') - logit(' Jones'), kind resid_post, all 30 layers x all 11 positions (330 cells).
 
   exact        mechscope.patching.sweep(method="exact"): batched variants from the patched layer on
   naive        one plain Model.run (full HF forward + one patch hook) per cell, as TransformerLens' patching.py does
@@ -51,7 +51,7 @@ def main() -> None:
     model = mechscope.load(dtype=args.dtype, device=args.device)
     sync = (lambda: torch.cuda.synchronize()) if model.device.type == "cuda" else (lambda: None)
     clean, corrupt, tokens = args.clean, args.corrupt, tuple(args.tokens)
-    kw = dict(tokens=tokens, site="resid_post", metric="logit_diff")
+    kw = dict(answers=tokens, kind="resid_post", metric="logit_diff")
     sweep(model, clean, corrupt, layers="0", **kw)  # warm-up (allocator, kernels)
 
     def best(fn):

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from mechscope import MechscopeError
-from mechscope.patching import (RESULT_FIELDS, Cell, attribution_cells, exact_cells, make_metric, naive_cells,
+from mechscope.patching import (save_result, RESULT_FIELDS, Cell, attribution_cells, exact_cells, make_metric, naive_cells,
                                 record, sweep, sweep_spec)
 from mechscope.patching.exact import Recorded
 from mechscope.tiny import tiny_model
 
 CAUSAL = ("gpt2", "llama", "mistral", "qwen2", "phi3", "gpt_neox", "gpt_neox_seq")
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 CLEAN, CORRUPT = "The cat sat on", "The dog sat on"
 
 
@@ -33,7 +33,7 @@ def _setup(m, kind, metric="logit_diff", clean=CLEAN, corrupt=CORRUPT):
 @pytest.mark.parametrize("family", CAUSAL)
 def test_exact_equals_naive_every_family_and_site(models, family):
     m = models[family]
-    for kind in SITES:
+    for kind in KINDS:
         if kind == "resid_mid" and m.adapter.resid_mid is None:
             continue
         metric = {"z": "kl", "mlp_out": "logprob"}.get(kind, "logit_diff")
@@ -70,7 +70,7 @@ def test_patching_every_position_reproduces_clean(models, family):
 
 def test_positions_before_first_difference_have_no_effect(models):
     m = models["qwen2"]
-    res = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), site="resid_pre")
+    res = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), kind="resid_pre")
     first = next(i for i, (a, b) in enumerate(zip(res.tokens, res.corrupt_tokens)) if a["id"] != b["id"])
     assert first >= 2
     mat = res.tensor()
@@ -79,7 +79,7 @@ def test_positions_before_first_difference_have_no_effect(models):
     naive = naive_cells(m, "resid_pre", [Cell(L, p) for L in layers for p in range(first)], base, src, met)
     assert torch.allclose(naive, torch.full_like(naive, met.corrupt_value), atol=1e-5)
     # the last layer's resid_post at the last position is the clean run's final residual
-    res2 = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), site="resid_post", layers="-1")
+    res2 = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), kind="resid_post", layers="-1")
     assert abs(res2.matrix[0][-1] - res2.clean_value) < 1e-4
 
 
@@ -102,14 +102,14 @@ def test_attribution_is_the_first_order_term(models, kind):
 
 def test_sweep_result_and_outputs(models, tmp_path):
     m = models["gpt2"]
-    res = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), metric="normalized", layers="0,2", positions="3-5")
+    res = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), metric="normalized", layers="0,2", positions="3-5")
     assert res.layers == [0, 2] and res.positions == [3, 4, 5]
     assert len(res.matrix) == 2 and len(res.matrix[0]) == 3
-    paths = res.save(tmp_path)
+    paths = save_result(res, tmp_path)
     data = json.loads((tmp_path / "result.json").read_text())
     assert tuple(data) == RESULT_FIELDS
-    assert data["tokens"][4] == {"index": 4, "id": m.encode(CLEAN)[4], "text": "c"}
-    assert data["metric_tokens"][0]["text"] == "a"
+    assert data["tokens"][4] == {"position": 4, "id": m.encode(CLEAN)[4], "token": "c"}
+    assert data["answers"][0]["token"] == "a"
     csv = (tmp_path / "result.csv").read_text().splitlines()
     assert csv[0] == "layer,position,token,value" and len(csv) == 1 + 6
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
@@ -121,27 +121,27 @@ def test_sweep_result_and_outputs(models, tmp_path):
 
 def test_noise_direction_and_metrics(models):
     m = models["llama"]
-    den = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), layers="-1")
-    noi = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), direction="noise", layers="-1")
+    den = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), layers="-1")
+    noi = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), direction="noise", layers="-1")
     assert den.clean_value == pytest.approx(noi.clean_value) and den.corrupt_value == pytest.approx(noi.corrupt_value)
     assert noi.matrix[0][-1] == pytest.approx(noi.corrupt_value, abs=1e-4)  # corrupted final residual -> corrupted
     assert den.matrix[0][-1] == pytest.approx(den.clean_value, abs=1e-4)
-    norm = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), metric="normalized", layers="-1")
+    norm = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), metric="normalized", layers="-1")
     assert norm.clean_value == pytest.approx(1) and norm.corrupt_value == pytest.approx(0)
-    kl = sweep(m, CLEAN, CORRUPT, tokens=("a",), metric="kl", layers="-1")
+    kl = sweep(m, CLEAN, CORRUPT, answers=("a",), metric="kl", layers="-1")
     assert kl.clean_value == pytest.approx(0, abs=1e-6) and kl.matrix[0][-1] == pytest.approx(0, abs=1e-5)
-    p = sweep(m, CLEAN, CORRUPT, tokens=("a",), metric="prob", layers="0")
-    lp = sweep(m, CLEAN, CORRUPT, tokens=("a",), metric="logprob", layers="0")
+    p = sweep(m, CLEAN, CORRUPT, answers=("a",), metric="prob", layers="0")
+    lp = sweep(m, CLEAN, CORRUPT, answers=("a",), metric="logprob", layers="0")
     assert torch.allclose(p.tensor(), lp.tensor().exp(), atol=1e-6)
 
 
 def test_z_single_position_and_attribution_verify(models):
     m = models["phi3"]
-    res = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), site="z", positions="-1")
+    res = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), kind="z", positions="-1")
     assert res.positions == [len(res.tokens) - 1] and len(res.matrix[0]) == m.cfg.n_heads
-    att = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), site="resid_pre", method="attribution", verify_top=5)
+    att = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), kind="resid_pre", method="attribution", verify_top=5)
     assert len(att.verify) == 5 and att.method == "attribution"
-    exact = sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), site="resid_pre")
+    exact = sweep(m, CLEAN, CORRUPT, answers=("a", "b"), kind="resid_pre")
     for v in att.verify:
         assert v["exact"] == pytest.approx(exact.matrix[v["layer"]][v["column"]], abs=1e-4)
 
@@ -157,30 +157,30 @@ def test_spec_several_pairs_mean(models, tmp_path):
     assert len(res.pairs) == 2 and res.layers == [0, 1]
     want = (res.pairs[0].tensor() + res.pairs[1].tensor()) / 2
     assert torch.allclose(res.tensor(), want, atol=1e-6)
-    res.save(tmp_path / "out")
+    save_result(res, tmp_path / "out")
     assert (tmp_path / "out" / "pairs" / "01" / "result.json").exists()
 
 
 def test_validation_errors(models):
     m = models["llama"]
     with pytest.raises(MechscopeError) as e:
-        sweep(m, "The cat sat", "The mouse sat", tokens=("a", "b"))
+        sweep(m, "The cat sat", "The mouse sat", answers=("a", "b"))
     msg = str(e.value)
     assert "11 tokens" not in msg and "<< differs" in msg and "'m'" in msg and "corrupt piece" in msg
     with pytest.raises(MechscopeError, match="not a single token"):
-        sweep(m, CLEAN, CORRUPT, tokens=("ab", "b"))
+        sweep(m, CLEAN, CORRUPT, answers=("ab", "b"))
     with pytest.raises(MechscopeError, match="resid_mid"):
-        sweep(models["gpt_neox"], CLEAN, CORRUPT, tokens=("a", "b"), site="resid_mid")
+        sweep(models["gpt_neox"], CLEAN, CORRUPT, answers=("a", "b"), kind="resid_mid")
     with pytest.raises(MechscopeError, match="Choose one of"):
-        sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), metric="bogus")
+        sweep(m, CLEAN, CORRUPT, answers=("a", "b"), metric="bogus")
     with pytest.raises(MechscopeError, match="out of range"):
-        sweep(m, CLEAN, CORRUPT, tokens=("a", "b"), layers="7")
+        sweep(m, CLEAN, CORRUPT, answers=("a", "b"), layers="7")
     with pytest.raises(MechscopeError, match="encoder"):
-        sweep(tiny_model("bert"), CLEAN, CORRUPT, tokens=("a", "b"))
+        sweep(tiny_model("bert"), CLEAN, CORRUPT, answers=("a", "b"))
 
 
 # ---- the embedded model (slow) --------------------------------------------------------------------------------
-SEED = ("Michelle Jones was a top-notch student. Michelle", "Michelle Smith was a top-notch student. Michelle")
+NAME_SWAP = ("Michelle Jones was a top-notch student. Michelle", "Michelle Smith was a top-notch student. Michelle")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def smol():
 @pytest.mark.slow
 def test_embedded_exact_equals_naive(smol):
     for kind, layers in (("resid_post", [0, 23]), ("z", [27])):
-        base, src, met, _ = _setup(smol, kind, clean=SEED[0], corrupt=SEED[1])
+        base, src, met, _ = _setup(smol, kind, clean=NAME_SWAP[0], corrupt=NAME_SWAP[1])
         met = make_metric("logit_diff", 6423, 11712, src.logits, base.logits)
         cols = range(smol.cfg.n_heads) if kind == "z" else range(len(base.ids))
         cells = [Cell(L, c) for L in layers for c in cols]
@@ -204,13 +204,13 @@ def test_embedded_exact_equals_naive(smol):
 
 
 @pytest.mark.slow
-def test_embedded_seed_experiment_and_token_suggestion(smol):
-    res = sweep(smol, *SEED, tokens=(" Smith", " Jones"), layers="0,23,29")
+def test_embedded_name_swap_and_token_suggestion(smol):
+    res = sweep(smol, *NAME_SWAP, answers=(" Smith", " Jones"), layers="0,23,29")
     assert res.clean_value < 0 < res.corrupt_value
     assert res.matrix[-1][-1] == pytest.approx(res.clean_value, abs=1e-4)
     assert res.matrix[0][2] < 0 < res.matrix[0][3]  # the name position carries it early
     with pytest.raises(MechscopeError) as e:
-        sweep(smol, *SEED, tokens=("Smithereens", " Jones"))
+        sweep(smol, *NAME_SWAP, answers=("Smithereens", " Jones"))
     assert "not a single token" in str(e.value)
     with pytest.raises(MechscopeError, match="leading space, ' Michelle'"):
-        sweep(smol, *SEED, tokens=("Michelle", " Jones"))
+        sweep(smol, *NAME_SWAP, answers=("Michelle", " Jones"))

@@ -33,26 +33,26 @@ def test_patch_writes_everything_and_json(folder, tmp_path):
     assert code == 0, text
     data = json.loads(text)
     assert tuple(data) == RESULT_FIELDS
-    assert data["site"] == "resid_post" and data["metric"] == "logit_diff" and data["direction"] == "denoise"
+    assert data["kind"] == "resid_post" and data["metric"] == "logit_diff" and data["direction"] == "denoise"
     assert len(data["matrix"]) == 3 and len(data["matrix"][0]) == len(data["tokens"])
     assert json.loads((out / "result.json").read_text()) == data
     for f in ("result.csv", "heatmap.png", "report.html"):
         assert (out / f).stat().st_size > 0
     html = (out / "report.html").read_text()
-    assert "mechscope patch --model" in html and "--tokens a b" in html
+    assert "mechscope patch --model" in html and "--answers a b" in html
 
 
 def test_patch_table_echoes_inputs(folder, tmp_path):
     code, text = run("--model", folder, "--clean", CLEAN, "--corrupt", CORRUPT, "--tokens", "a", "b",
-                     "--site", "z", "--positions", "-1", "--metric", "kl", "--out", str(tmp_path))
+                     "--kind", "z", "--positions", "-1", "--metric", "kl", "--out", str(tmp_path))
     assert code == 0, text
-    assert CLEAN in text and CORRUPT in text and "site     z" in text and "A='a'" in text
+    assert CLEAN in text and CORRUPT in text and "kind     z" in text and "A='a'" in text
     assert "wrote" in text and "report.html" in text
 
 
 def test_patch_attribution_verify(folder, tmp_path):
     code, text = run("--model", folder, "--clean", CLEAN, "--corrupt", CORRUPT, "--tokens", "a", "b",
-                     "--method", "attribution", "--verify-top", "4", "--site", "attn_out", "--out", str(tmp_path))
+                     "--method", "attribution", "--verify-top", "4", "--kind", "attn_out", "--out", str(tmp_path))
     assert code == 0, text
     assert "attribution vs exact" in text and "correlation" in text
     assert len(json.loads((tmp_path / "verify.json").read_text())["cells"]) == 4

@@ -8,19 +8,19 @@ import pytest
 
 from browser import EVIL, EVIL2, launch
 from mechscope.patching import PatchResult
-from mechscope.patching.report import write_outputs
+from mechscope.patching import save_result
 
 
 def _result() -> PatchResult:
     texts = ["Hello", EVIL, " world", EVIL2]
-    toks = [{"index": i, "id": 10 + i, "text": t} for i, t in enumerate(texts)]
+    toks = [{"position": i, "id": 10 + i, "token": t} for i, t in enumerate(texts)]
     corrupt = [dict(t, id=t["id"] + (100 if i == 2 else 0)) for i, t in enumerate(toks)]
     matrix = [[0.0, -1.25, 2.5, 0.125], [3.75, 0.5, -0.25, 1.0]]
-    top = [{"rank": r + 1, "id": r, "text": EVIL if r == 0 else f"t{r}", "prob": 0.5 / (r + 1)} for r in range(20)]
+    top = [{"rank": r + 1, "id": r, "token": EVIL if r == 0 else f"t{r}", "logit": 1.0 / (r + 1), "prob": 0.5 / (r + 1)} for r in range(20)]
     return PatchResult(
         model="tiny", clean="Hello <script>alert(1)</script> world", corrupt="Hello <b>x</b> world", tokens=toks,
-        metric_tokens=[{"role": "A", "text": EVIL, "id": 1}, {"role": "B", "text": " b", "id": 2}],
-        site="resid_post", metric="logit_diff", direction="denoise", method="exact", layers=[0, 1],
+        answers=[{"role": "A", "token": EVIL, "id": 1}, {"role": "B", "token": " b", "id": 2}],
+        kind="resid_post", metric="logit_diff", direction="denoise", method="exact", layers=[0, 1],
         positions=[0, 1, 2, 3], matrix=matrix, clean_value=3.0, corrupt_value=-1.0, seconds=0.5,
         corrupt_tokens=corrupt, columns=[0, 1, 2, 3], clean_top=top, corrupt_top=top,
         command="mechscope patch --clean 'x' --corrupt 'y' --tokens '<script>' b --out out/patching")
@@ -28,7 +28,7 @@ def _result() -> PatchResult:
 
 def test_report_hover_and_escaping(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    paths = write_outputs(_result(), tmp_path)
+    paths = save_result(_result(), tmp_path)
     html = paths["report.html"].read_text()
     assert EVIL not in html and "&lt;script&gt;" in html
     with sync_api.sync_playwright() as p:
@@ -51,7 +51,7 @@ def test_report_hover_and_escaping(tmp_path):
             assert page.evaluate("typeof window.__pwned2") == "undefined"
             body = page.inner_text("body")
             assert "<script>" in body and "onerror" in body  # shown as text
-            assert "Token index" in body and "Probability" in body
+            assert "rank" in body and "prob" in body and "Token index" not in body
             assert "mechscope patch --clean" in page.inner_text("#command")
             assert all(u.startswith(("file:", "data:")) for u in requests), requests
         finally:

@@ -222,11 +222,19 @@ class Model:
         return (getattr(out, "logits", None) if (logits and out is not None) else None), cache
 
     # ---- reading the residual stream -----------------------------------------------------------------------------
-    def unembed(self, resid: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Logits from a residual-stream tensor (..., d_model): final norm (if the family has one) then unembedding.
-        Applied to the last block's hook_resid_post this is exactly the model's own logits."""
+    def unembed(self, resid: torch.Tensor, normalize: bool = True, columns=None) -> torch.Tensor:
+        """Logits from a residual-stream tensor (..., d_model): final norm (if the family has one) then unembedding;
+        with `columns` (vocabulary ids) only those logits. Applied to the last block's hook_resid_post this gives
+        the model's own logits up to float rounding (a separate matmul may round differently: ~1e-5 in fp32)."""
         self.require_lm_head("unembed")
         x = resid.to(self.dtype)
         if normalize and self.adapter.ln_final:
             x = self.module(self.adapter.ln_final)(x)
-        return self.module(self.adapter.unembed)(x)
+        head = self.module(self.adapter.unembed)
+        if columns is None:
+            return head(x)
+        if not isinstance(head, torch.nn.Linear):
+            return head(x)[..., columns]
+        idx = torch.as_tensor(columns, device=x.device)
+        bias = head.bias[idx] if head.bias is not None else None
+        return torch.nn.functional.linear(x, head.weight[idx], bias)

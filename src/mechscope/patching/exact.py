@@ -34,7 +34,6 @@ from .. import hooks as core
 from ..sites import short_name
 from .metrics import Metric
 
-POSITION_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 INBLOCK = ("resid_mid", "attn_out", "mlp_out", "z")
 
 
@@ -118,7 +117,7 @@ def record(model, ids: Sequence[int], kind: str, layers: Sequence[int], blocks: 
         for h in handles:
             h.remove()
     with torch.no_grad():
-        rec.logits = unembed_columns(model, cache[final][0, -1:], None)[0]
+        rec.logits = model.unembed(cache[final][0, -1:])[0]
     rec.acts = {L: cache[n][0] for L, n in zip(layers, names)}
     if blocks and len(rec.kv) != model.cfg.n_layers:
         rec.cache_name = None  # this family's attention did not use the cache argument: no prefix reuse
@@ -179,20 +178,6 @@ def _block_kwargs(base: Recorded, k: int, h: torch.Tensor, p0: int, T: int) -> d
         kw["attention_mask"] = mask
     kw[base.hidden_name] = h
     return kw
-
-
-def unembed_columns(model, x: torch.Tensor, columns: Optional[list]) -> torch.Tensor:
-    """Final norm then unembedding of x (N, d_model), only for `columns` (vocabulary ids) when given."""
-    if columns is None:
-        return model.unembed(x)
-    head = model.module(model.adapter.unembed)
-    if not isinstance(head, torch.nn.Linear):
-        return model.unembed(x)[:, columns]
-    if model.adapter.ln_final:
-        x = model.module(model.adapter.ln_final)(x.to(model.dtype))
-    idx = torch.tensor(columns, device=x.device)
-    bias = head.bias[idx] if head.bias is not None else None
-    return torch.nn.functional.linear(x, head.weight[idx], bias)
 
 
 def default_max_batch(model, n_tokens: int) -> int:
@@ -290,7 +275,7 @@ def _run_chunk(model, kind, cells, entry, base, src, metric, z_positions, n_laye
         with core.install(model, (), patch):
             h = core._first_tensor(block(**_block_kwargs(base, k, h, p0, T)))
     last = h[:, -1]
-    return metric.from_columns(unembed_columns(model, last, metric.columns))
+    return metric.from_columns(model.unembed(last, columns=metric.columns))
 
 
 def _entry_rows(kind, new, k, base, src, p0) -> torch.Tensor:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..fsio import save_figure
+
 
 def _escape_mpl(text: str) -> str:
     """Token text shown literally by matplotlib (no mathtext from '$', visible spaces/newlines)."""
@@ -13,7 +15,8 @@ def _short(text: str, n: int = 24) -> str:
     return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
-def heatmap(result, path=None, ax=None):
+def plot_heatmap(result, path=None, ax=None):
+    """The sweep's heatmap as a matplotlib figure; saved (atomically) to `path` when given, then closed."""
     import matplotlib
 
     if ax is None:
@@ -33,7 +36,7 @@ def heatmap(result, path=None, ax=None):
     ax.set_xticks(range(cols), [_escape_mpl(_short(result.column_label(j))) for j in range(cols)], rotation=60,
                   ha="right", rotation_mode="anchor")
     ax.set_ylabel("layer")
-    ax.set_xlabel("head" if result.site == "z" else "position: token (clean/corrupt where they differ)")
+    ax.set_xlabel("head" if result.kind == "z" else "position: token (clean/corrupt where they differ)")
     if rows * cols <= 900:
         size = 7 if rows * cols <= 400 else 5
         for i in range(rows):
@@ -41,11 +44,10 @@ def heatmap(result, path=None, ax=None):
                 x = m[i, j]
                 ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=size,
                         color="white" if abs(x) > 0.6 * v else "black")
-    toks = " vs ".join(_escape_mpl(repr(t["text"])) for t in (result.metric_tokens if isinstance(
-        result.metric_tokens[0], dict) else result.metric_tokens[0]))
+    toks = " vs ".join(_escape_mpl(repr(t["token"])) for t in result.first_answers())
     what = {"logit_diff": f"logit diff {toks}", "normalized": f"normalized logit diff {toks}",
             "logprob": f"log p {toks}", "prob": f"p {toks}", "kl": "KL(clean || patched)"}[result.metric]
-    ax.set_title(f"{result.direction} patching of {result.site} ({result.method}): {what}\n"
+    ax.set_title(f"{result.direction} patching of {result.kind} ({result.method}): {what}\n"
                  f"clean {result.clean_value:.3f}, corrupted {result.corrupt_value:.3f}", fontsize=10)
     (fig or ax.figure).colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     if fig is not None:
@@ -55,6 +57,11 @@ def heatmap(result, path=None, ax=None):
             warnings.simplefilter("ignore")
             fig.tight_layout()
         if path is not None:
-            fig.savefig(path, dpi=130)
+            save_figure(fig, path, dpi=130)
             plt.close(fig)
     return fig or ax.figure
+
+
+def heatmap(result, path=None, ax=None):
+    """Deprecated name of `plot_heatmap`."""
+    return plot_heatmap(result, path=path, ax=ax)

@@ -28,7 +28,7 @@ browser:
 # The main job on the embedded default model: the seeds' activation-patching experiment, with its report.
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/mechscope patch --clean "Michelle Jones was a top-notch student. Michelle" \
-	  --corrupt "Michelle Smith was a top-notch student. Michelle" --tokens " Smith" " Jones" --out $(DEMO_OUT)
+	  --corrupt "Michelle Smith was a top-notch student. Michelle" --answers " Smith" " Jones" --out $(DEMO_OUT) --overwrite
 	@echo "report: $(DEMO_OUT)/report.html"
 
 test: setup browser

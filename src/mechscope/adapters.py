@@ -10,6 +10,12 @@ Fields of an adapter:
   attn        module whose output[0] is the attention output added to the residual (hook_attn_out)
   attn_core   module that calls the attention kernel (hook_pattern is taken there)
   attn_o      output projection; its input is hook_z (B, T, H * d_head)
+  qkv         the q, k and v projections (three paths), or the one fused projection (one path): hook_q/k/v
+  qkv_layout  how q, k, v sit in the projection outputs:
+              "separate": three projections, each (B, T, heads * d_head)
+              "fused": one output [q | k | v] along the last dim, of H, H_kv and H_kv heads (phi3, GPT-2)
+              "interleaved": one output (B, T, H, 3, d_head): per head [q_h | k_h | v_h] (GPT-NeoX)
+  rotary      q and k are rotated inside attention (hook_rot_q / hook_rot_k exist)
   mlp         module whose output is hook_mlp_out
   mlp_down    down projection; its input is mlp.hook_post (B, T, d_mlp)
   resid_mid   "attn_residual": pre-LN sequential block, resid_mid = resid_pre + attn_out (read and written through
@@ -44,6 +50,9 @@ class Adapter:
     resid_mid: Optional[str] = "attn_residual"
     resid_mid_module: Optional[str] = None
     causal: bool = True
+    qkv: tuple = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    qkv_layout: str = "separate"
+    rotary: bool = True
 
 
 LLAMA = Adapter(
@@ -57,14 +66,15 @@ GPT2 = Adapter(
     family="gpt2", base="transformer", layers="transformer.h", embed="transformer.wte",
     pos_embed="transformer.wpe", attn="attn", attn_core="attn", attn_o="attn.c_proj",
     mlp="mlp", mlp_down="mlp.c_proj",
-    ln_final="transformer.ln_f", unembed="lm_head",
+    ln_final="transformer.ln_f", unembed="lm_head", qkv=("attn.c_attn",), qkv_layout="fused", rotary=False,
 )
 
 GPT_NEOX = Adapter(
     family="gpt_neox", base="gpt_neox", layers="gpt_neox.layers", embed="gpt_neox.embed_in",
     attn="attention", attn_core="attention", attn_o="attention.dense",
     mlp="mlp", mlp_down="mlp.dense_4h_to_h", resid_mid=None,
-    ln_final="gpt_neox.final_layer_norm", unembed="lm_head",
+    ln_final="gpt_neox.final_layer_norm", unembed="lm_head", qkv=("attention.query_key_value",),
+    qkv_layout="interleaved",
 )
 
 BERT = Adapter(
@@ -73,13 +83,15 @@ BERT = Adapter(
     attn="attention.output.dense", attn_core="attention.self", attn_o="attention.output.dense",
     mlp="output.dense", mlp_down="output.dense", resid_mid="module", resid_mid_module="attention",
     ln_final=None, unembed="cls", causal=False,
+    qkv=("attention.self.query", "attention.self.key", "attention.self.value"), rotary=False,
 )
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": LLAMA,
     "mistral": replace(LLAMA, family="mistral"),
     "qwen2": replace(LLAMA, family="qwen2"),
-    "phi3": replace(LLAMA, family="phi3"),  # fused qkv_proj / gate_up_proj: our sites sit on o_proj / down_proj
+    # fused qkv_proj / gate_up_proj: hook_z / mlp.hook_post sit on o_proj / down_proj, hook_q/k/v slice qkv_proj
+    "phi3": replace(LLAMA, family="phi3", qkv=("self_attn.qkv_proj",), qkv_layout="fused"),
     "gpt2": GPT2,
     "gpt_neox": GPT_NEOX,
     "bert": BERT,

@@ -180,11 +180,11 @@ def _site_descriptions() -> dict:
 def site_table(model) -> list[dict]:
     """The model's sites with concrete shapes; per-block sites once, with their layer range."""
     c, ad = model.cfg, model.adapter
-    sizes = {"d_model": c.d_model, "d_mlp": c.d_mlp, "d_head": c.d_head, "H": c.n_heads}
+    sizes = {"d_model": c.d_model, "d_mlp": c.d_mlp, "d_head": c.d_head, "H": c.n_heads, "H_kv": c.n_kv_heads}
     desc = _site_descriptions()
 
     def concrete(shape: str) -> str:
-        return re.sub(r"\b(d_model|d_mlp|d_head|H)\b", lambda m: str(sizes[m.group(1)]), shape)
+        return re.sub(r"\b(d_model|d_mlp|d_head|H_kv|H)\b", lambda m: str(sizes[m.group(1)]), shape)
 
     rows = [{"site": "hook_embed", "layers": None, "shape": concrete("(B, T, d_model)"),
              "description": desc.get("hook_embed")}]

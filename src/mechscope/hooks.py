@@ -12,9 +12,9 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 
 import torch
 
-from .kernels import PATTERN_ATTR
+from .kernels import HOOKS_ATTR
 from .errors import MechscopeError
-from .sites import Site
+from .sites import QKV, Site, block_module_path
 
 PatchValue = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -143,9 +143,13 @@ def install(model, capture: Iterable[Site] = (), patch: Optional[Mapping[Site, P
                     return (args, {**kwargs, key: new}) if site in patch else None
 
                 handles.append(module.register_forward_pre_hook(in_hook, with_kwargs=True))
-            elif site.io == "pattern":
-                setattr(module, PATTERN_ATTR, lambda p, site=site: transform(site, p))
-                flagged.append(module)
+            elif site.io == "qkv":
+                handles.append(module.register_forward_hook(_qkv_hook(model, site, transform, site in patch)))
+            elif site.io == "kernel":
+                if not hasattr(module, HOOKS_ATTR):
+                    setattr(module, HOOKS_ATTR, {})
+                    flagged.append(module)
+                getattr(module, HOOKS_ATTR)[site.kind] = lambda a, site=site: transform(site, a)
             elif site.io == "resid_mid":
                 handles += _resid_mid_hooks(model, site, transform)
             else:  # pragma: no cover - sites.resolve never builds another io
@@ -157,8 +161,43 @@ def install(model, capture: Iterable[Site] = (), patch: Optional[Mapping[Site, P
         for h in handles:
             h.remove()
         for module in flagged:
-            if hasattr(module, PATTERN_ATTR):
-                delattr(module, PATTERN_ATTR)
+            if hasattr(module, HOOKS_ATTR):
+                delattr(module, HOOKS_ATTR)
+
+
+def qkv_split(out: torch.Tensor, layout: str, n_heads: int, n_kv_heads: int, d_head: int) -> list:
+    """A projection output (B, T, N) as its parts, each (B, T, heads, d_head): [q, k, v], or [x] for "separate"."""
+    if layout == "separate":
+        return [out.view(*out.shape[:-1], -1, d_head)]
+    if layout == "fused":  # [q | k | v]
+        sizes = [n_heads * d_head, n_kv_heads * d_head, n_kv_heads * d_head]
+        return [p.view(*p.shape[:-1], -1, d_head) for p in out.split(sizes, dim=-1)]
+    if layout == "interleaved":  # (B, T, H, 3, D): per head [q_h | k_h | v_h]
+        return list(out.view(*out.shape[:-1], n_heads, 3, d_head).unbind(-2))
+    raise AssertionError(layout)  # pragma: no cover - adapters only hold the three layouts
+
+
+def qkv_join(parts: list, layout: str) -> torch.Tensor:
+    """The inverse of `qkv_split`: parts (B, T, heads, d_head) -> the projection output (B, T, N)."""
+    if layout == "interleaved":
+        return torch.stack(parts, dim=-2).flatten(-3)  # (B, T, H * 3 * D)
+    return torch.cat([p.flatten(-2) for p in parts], dim=-1)
+
+
+def _qkv_hook(model, site: Site, transform, patched: bool):
+    """q, k or v read (and written) as a slice of its projection's output."""
+    layout, c = model.adapter.qkv_layout, model.cfg
+    which = 0 if layout == "separate" else QKV.index(site.kind)
+
+    def hook(mod, args, out):
+        parts = qkv_split(_first_tensor(out), layout, c.n_heads, c.n_kv_heads, c.d_head)
+        new = transform(site, parts[which])
+        if not patched:
+            return None
+        parts[which] = new
+        return _replace_first(out, qkv_join(parts, layout))
+
+    return hook
 
 
 def _resid_mid_hooks(model, site: Site, transform) -> list:
@@ -189,11 +228,14 @@ def _resid_mid_hooks(model, site: Site, transform) -> list:
 
 def _stop_hook(model, site: Site):
     """Raise StopForward once `site` has been read: before the module runs for inputs, after it for the rest
-    (a pattern is taken inside its attention module's forward, a resid_mid at its attention output)."""
+    (q, k, v and the kernel sites after the whole attention module, a resid_mid at its attention output)."""
     def stop(*_):
         raise StopForward
 
-    module = model.module(site.path)
+    path = site.path
+    if site.io == "qkv":  # the projections may run in any order: stop once attention has run
+        path = block_module_path(model.adapter, site.layer, "attn_core")
+    module = model.module(path)
     if site.io == "in":
         return module.register_forward_pre_hook(stop)
     return module.register_forward_hook(stop)

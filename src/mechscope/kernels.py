@@ -2,8 +2,10 @@
 
 HF models call their attention kernel through `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]`. We register
 one implementation, `mechscope_sdpa`, that runs PyTorch's fused SDPA kernel (what HF uses by default) for every
-attention module, except modules carrying a `_mechscope_pattern` callable: those compute the probabilities
-explicitly (as HF's eager path does), hand them to the callable (capture or patch), and apply the result to V.
+attention module. A module may carry `_mechscope_hooks`, {kind: callable} set by `hooks.install` for one run:
+  rot_q, rot_k   the rotated queries / keys the kernel receives, as (B, T, heads, d_head); the fused kernel stays
+  attn_scores    the scaled, masked scores (B, H, Tq, Tk) before the softmax  } that module computes its attention
+  pattern        the probabilities (B, H, Tq, Tk) after it                     } explicitly, as HF's eager path does
 So `hook_pattern` at layer 5 makes only layer 5 eager, and only during that run.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from .errors import MechscopeError
 
 IMPL = "mechscope_sdpa"
-PATTERN_ATTR = "_mechscope_pattern"
+HOOKS_ATTR = "_mechscope_hooks"
 SEGMENTS_ATTR = "_mechscope_segments"  # on the HF config, during a packed forward only (see `segments`)
 
 
@@ -42,14 +44,20 @@ def _additive_mask(attention_mask, is_causal: bool, q_len: int, k_len: int, dtyp
 def mechscope_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                         **kwargs):
     """query (B, H, Tq, D), key/value (B, H_kv, Tk, D) -> (attn_output (B, Tq, H, D), weights or None)."""
-    hook = getattr(module, PATTERN_ATTR, None)
+    hooks = getattr(module, HOOKS_ATTR, None) or {}
+    if "rot_q" in hooks:  # (B, H, T, D) <-> (B, T, H, D), the site's layout
+        query = hooks["rot_q"](query.transpose(1, 2)).transpose(1, 2)
+    if "rot_k" in hooks:
+        key = hooks["rot_k"](key.transpose(1, 2)).transpose(1, 2)
+    eager = "attn_scores" in hooks or "pattern" in hooks
     segs = getattr(getattr(module, "config", None), SEGMENTS_ATTR, None)
     if segs is not None:
-        if hook is not None:
-            raise MechscopeError("Attention patterns (hook_pattern) cannot be read from a packed batch (several "
-                                 "sequences in one row). Run the prompts as an ordinary padded batch.")
+        if eager:
+            raise MechscopeError("Attention scores and patterns (hook_attn_scores, hook_pattern) cannot be read from "
+                                 "a packed batch (several sequences in one row). Run the prompts as an ordinary "
+                                 "padded batch.")
         return _segmented(module, query, key, value, segs, dropout, scaling, **kwargs)
-    if hook is None:
+    if not eager:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -62,8 +70,11 @@ def mechscope_attention(module, query, key, value, attention_mask, dropout=0.0, 
     mask = _additive_mask(attention_mask, causal, query.shape[2], key.shape[2], scores.dtype, scores.device)
     if mask is not None:
         scores = scores + mask
+    if "attn_scores" in hooks:
+        scores = hooks["attn_scores"](scores)
     pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # (B, H, Tq, Tk)
-    pattern = hook(pattern)
+    if "pattern" in hooks:
+        pattern = hooks["pattern"](pattern)
     if dropout and module.training:
         pattern = torch.nn.functional.dropout(pattern, p=dropout)
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()  # (B, Tq, H, D)

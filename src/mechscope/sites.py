@@ -5,6 +5,12 @@ Shapes, for a batch of B prompts padded to T tokens (the one place they are docu
   hook_embed                    (B, T, d_model)   token embedding
   hook_pos_embed                (B, T, d_model)   learned position embedding (GPT-2, BERT)
   blocks.{L}.hook_resid_pre     (B, T, d_model)   residual stream entering block L
+  blocks.{L}.attn.hook_q        (B, T, H, d_head) queries (output of the query projection; before any rotation)
+  blocks.{L}.attn.hook_k        (B, T, H_kv, d_head) keys, before any rotation (H_kv < H: grouped-query kv heads)
+  blocks.{L}.attn.hook_v        (B, T, H_kv, d_head) values (H_kv kv heads, each shared by H / H_kv query heads)
+  blocks.{L}.attn.hook_rot_q    (B, T, H, d_head) queries after the rotary embedding (rotary families only)
+  blocks.{L}.attn.hook_rot_k    (B, T, H_kv, d_head) keys after the rotary embedding (rotary families only)
+  blocks.{L}.attn.hook_attn_scores (B, H, T, T)   q.k scaled and masked, before the softmax (masked: dtype min)
   blocks.{L}.attn.hook_pattern  (B, H, T, T)      attention probabilities (query_pos, key_pos)
   blocks.{L}.attn.hook_z        (B, T, H, d_head) per-head attention output, before the output projection
   blocks.{L}.hook_attn_out      (B, T, d_model)   attention output added to the residual stream
@@ -15,7 +21,8 @@ Shapes, for a batch of B prompts padded to T tokens (the one place they are docu
   ln_final.hook_normalized      (B, T, d_model)   final norm output (what the unembedding reads)
   module:<path>:in|out          whatever that module takes or returns (first tensor)
 
-Negative layers count from the end (blocks.-1 is the last block).
+Negative layers count from the end (blocks.-1 is the last block). Reading q, k, v or their rotations keeps the
+fused attention kernel; hook_attn_scores and hook_pattern compute that one layer's attention explicitly.
 """
 from __future__ import annotations
 
@@ -31,14 +38,22 @@ SITE_DOC = __doc__
 # kind -> (TransformerLens suffix, shape description, rank inside a block for execution order)
 BLOCK_SITES = {
     "resid_pre": ("hook_resid_pre", "(B, T, d_model)", 0),
-    "pattern": ("attn.hook_pattern", "(B, H, T, T)", 1),
-    "z": ("attn.hook_z", "(B, T, H, d_head)", 2),
-    "attn_out": ("hook_attn_out", "(B, T, d_model)", 3),
-    "resid_mid": ("hook_resid_mid", "(B, T, d_model)", 4),
-    "mlp_post": ("mlp.hook_post", "(B, T, d_mlp)", 5),
-    "mlp_out": ("hook_mlp_out", "(B, T, d_model)", 6),
-    "resid_post": ("hook_resid_post", "(B, T, d_model)", 7),
+    "q": ("attn.hook_q", "(B, T, H, d_head)", 1),
+    "k": ("attn.hook_k", "(B, T, H_kv, d_head)", 2),
+    "v": ("attn.hook_v", "(B, T, H_kv, d_head)", 3),
+    "rot_q": ("attn.hook_rot_q", "(B, T, H, d_head)", 4),
+    "rot_k": ("attn.hook_rot_k", "(B, T, H_kv, d_head)", 5),
+    "attn_scores": ("attn.hook_attn_scores", "(B, H, T, T)", 6),
+    "pattern": ("attn.hook_pattern", "(B, H, T, T)", 7),
+    "z": ("attn.hook_z", "(B, T, H, d_head)", 8),
+    "attn_out": ("hook_attn_out", "(B, T, d_model)", 9),
+    "resid_mid": ("hook_resid_mid", "(B, T, d_model)", 10),
+    "mlp_post": ("mlp.hook_post", "(B, T, d_mlp)", 11),
+    "mlp_out": ("hook_mlp_out", "(B, T, d_model)", 12),
+    "resid_post": ("hook_resid_post", "(B, T, d_model)", 13),
 }
+QKV = ("q", "k", "v")
+KERNEL_SITES = ("rot_q", "rot_k", "attn_scores", "pattern")  # read inside the attention kernel (kernels.py)
 GLOBAL_SITES = {"hook_embed": "embed", "hook_pos_embed": "pos_embed", "ln_final.hook_normalized": "ln_final"}
 SUFFIX_TO_KIND = {suffix: kind for kind, (suffix, _, _) in BLOCK_SITES.items()}
 _BLOCK_RE = re.compile(r"^blocks\.(-?\d+)\.(.+)$")
@@ -50,7 +65,9 @@ class Site:
     kind: str               # resid_pre, z, ..., embed, pos_embed, ln_final, module
     layer: Optional[int]
     path: str               # dotted HF module path
-    io: str                 # "in" (first input), "out" (first output), "pattern" (attention probabilities) or
+    io: str                 # "in" (first input), "out" (first output), "qkv" (q, k or v: a slice of the output
+                            # of the projection at `path`, see Adapter.qkv_layout), "kernel" (rot_q, rot_k,
+                            # attn_scores, pattern: inside the attention kernel of the module at `path`) or
                             # "resid_mid" (resid_pre + output of `path`, written back through that output)
     order: tuple            # execution order key, used to stop the forward early
 
@@ -65,8 +82,8 @@ def short_name(kind: str, layer: int) -> str:
 
 
 def available_kinds(adapter: Adapter) -> list[str]:
-    kinds = [k for k in BLOCK_SITES if not (k == "resid_mid" and adapter.resid_mid is None)]
-    return kinds
+    return [k for k in BLOCK_SITES if not (k == "resid_mid" and adapter.resid_mid is None)
+            and not (k in ("rot_q", "rot_k") and not adapter.rotary)]
 
 
 def all_site_names(adapter: Adapter, n_layers: int) -> list[str]:
@@ -130,6 +147,16 @@ def resolve(name: str, adapter: Adapter, n_layers: int) -> Site:
             "same input, so there is no residual stream between them. Use hook_resid_pre, hook_attn_out, "
             "hook_mlp_out or hook_resid_post."
         )
+    if kind in ("rot_q", "rot_k") and not adapter.rotary:
+        raise MechscopeError(
+            f"Site {canonical!r} does not exist on {adapter.family} models: positions are learned embeddings, not a "
+            f"rotation of q and k, so attention reads hook_q / hook_k as they are. Use "
+            f"{short_name(kind[-1], layer)!r}."
+        )
+    if kind in QKV:
+        sub = adapter.qkv[QKV.index(kind)] if adapter.qkv_layout == "separate" else adapter.qkv[0]
+        return Site(name=canonical, kind=kind, layer=layer, path=_block_path(adapter, layer, sub), io="qkv",
+                    order=(layer, BLOCK_SITES[kind][2]))
     sub, io = {
         "resid_pre": (None, "in"),
         "resid_post": (None, "out"),
@@ -137,7 +164,10 @@ def resolve(name: str, adapter: Adapter, n_layers: int) -> Site:
         "mlp_out": (adapter.mlp, "out"),
         "z": (adapter.attn_o, "in"),
         "mlp_post": (adapter.mlp_down, "in"),
-        "pattern": (adapter.attn_core, "pattern"),
+        "pattern": (adapter.attn_core, "kernel"),
+        "rot_q": (adapter.attn_core, "kernel"),
+        "rot_k": (adapter.attn_core, "kernel"),
+        "attn_scores": (adapter.attn_core, "kernel"),
         "resid_mid": (adapter.attn, "resid_mid") if adapter.resid_mid == "attn_residual"
         else (adapter.resid_mid_module, "out"),
     }[kind]

@@ -66,8 +66,9 @@ def storable_sites(model, names) -> list:
     """The Site objects of `names` (unknown names fail with suggestions); attention patterns are refused."""
     sites = [model.site(name) for name in names]
     for site in sites:
-        if site.kind == "pattern":
-            raise SiteError(f"Site {site.name!r} is an attention pattern (B, H, T, T), not one vector per token; it "
+        if site.kind in ("pattern", "attn_scores"):
+            raise SiteError(f"Site {site.name!r} is an attention pattern (or score) matrix (B, H, T, T), not one "
+                            "vector per token; it "
                             "cannot be stored as activation rows. Use hook_z, hook_attn_out, ...", "sites")
     return sites
 

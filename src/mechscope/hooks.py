@@ -57,6 +57,7 @@ class Batch:
     position_ids: torch.Tensor    # (B, T) long, counting real tokens only
     padding_side: str = "right"
     segments: Optional[tuple] = None  # packed batch (B == 1): lengths of the sequences laid side by side
+    token_type_ids: Optional[torch.Tensor] = None  # (B, T) sentence A / B of an encoder's pair input
 
 
 def _first_tensor(x):

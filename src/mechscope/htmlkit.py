@@ -5,9 +5,12 @@ Pages are self-contained (inline CSS, no script or font from outside) and every 
 from __future__ import annotations
 
 import html
+import json
 from typing import Sequence
 
 import numpy as np
+
+from .jsonsafe import json_safe
 
 BASE_CSS = (
     "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}"
@@ -20,6 +23,13 @@ BASE_CSS = (
 def esc(x) -> str:
     """HTML-escape any value's text (quotes included, so it is safe inside attributes too)."""
     return html.escape(str(x), quote=True)
+
+
+def script_json(obj) -> str:
+    """JSON for a `<script type="application/json">` block: '<', '>' and '&' escaped as \\u003c etc., so no text
+    in it (a token such as '</script>') can end the block; read it back with JSON.parse(el.textContent)."""
+    text = json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def show_piece(piece: str) -> str:

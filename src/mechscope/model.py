@@ -181,6 +181,8 @@ class Model:
     def forward_kwargs(self, batch: Batch) -> dict:
         kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                   position_ids=batch.position_ids)
+        if batch.token_type_ids is not None:
+            kw["token_type_ids"] = batch.token_type_ids
         if batch.segments is not None:
             del kw["attention_mask"]  # the segments define the attention (see kernels.segments)
         if self.adapter.causal:

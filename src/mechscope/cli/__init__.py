@@ -19,6 +19,7 @@ COMMANDS = [
     ("extract", "extract_cmd"),
     ("sae", "sae_group"),
     ("sentiment_data", "sentiment_data_cmd"),
+    ("attention", "attention_cmd"),
 ]
 
 

@@ -20,6 +20,7 @@ COMMANDS = [
     ("sae", "sae_group"),
     ("sentiment_data", "sentiment_data_cmd"),
     ("attention", "attention_cmd"),
+    ("heads", "heads_cmd"),
 ]
 
 

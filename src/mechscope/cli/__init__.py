@@ -21,6 +21,7 @@ COMMANDS = [
     ("sentiment_data", "sentiment_data_cmd"),
     ("attention", "attention_cmd"),
     ("heads", "heads_cmd"),
+    ("lab", "lab"),
 ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from . import common
 
 
 @click.group("lab")
@@ -80,6 +81,44 @@ def attention_cmd(out_dir, text, causal, seed):
     _, weights = toy_self_attention(words, seed=seed, causal=causal)
     title = "NumPy self-attention weights" + (" (causal mask)" if causal else "")
     _save(attention_figure(words, weights, title), out_dir / "attention.png")
+
+
+
+@lab.command("compare")
+@click.option("--student", required=True, metavar="FILE.py:FUNCTION",
+              help="Your forward: FUNCTION(input_ids, record[, model]) in FILE.py, returning logits (1, T, vocab).")
+@click.option("--prompt", "-p", required=True, help="Text to run both forwards on.")
+@click.option("--atol", default=1e-4, show_default=True, type=float, help="Absolute tolerance per element.")
+@click.option("--rtol", default=1e-4, show_default=True, type=float, help="Relative tolerance per element.")
+@common.model_options
+@common.json_option
+def compare_cmd(student, prompt, atol, rtol, model_name, dtype, device, as_json):
+    """Check your own forward pass against the real model, site by site.
+
+    FUNCTION(input_ids, record) computes the logits (1, T, vocab) from input_ids (1, T) and calls
+    record(site_name, tensor) at each canonical site it computes (hook_embed, blocks.0.attn.hook_pattern, ...;
+    see `mechscope inspect`). A third parameter, if FUNCTION has one, receives the loaded mechscope Model (read
+    its weights from model.hf.state_dict()). The real model runs with the same sites captured; the table lists
+    every site in forward order with max and mean |difference|, and the first site that diverges comes with what
+    usually causes it. Exit code 0 when every site matches, 1 when one diverges.
+
+    \b
+    Example:
+      mechscope lab compare --student docs/examples/student.py:forward --prompt "The cat sat on the mat"
+    """
+    from ..lab.compare import compare
+    from ..lab.student import load_student
+
+    common.require_text("--prompt", prompt)
+    fn = load_student(student)
+    model = common.load_model(model_name, "fp32" if dtype == "auto" else dtype, device)
+    result = compare(fn.bind(model), model, prompt, atol=atol, rtol=rtol)
+    if as_json:
+        common.emit_json(result.to_dict())
+    else:
+        click.echo(str(result))
+    if not result.ok:
+        raise SystemExit(1)
 
 
 # Subcommands written in their own modules are attached here with a plain import, one pair of lines each:

@@ -121,6 +121,7 @@ def compare_cmd(student, prompt, atol, rtol, model_name, dtype, device, as_json)
         raise SystemExit(1)
 
 
-# Subcommands written in their own modules are attached here with a plain import, one pair of lines each:
-#   from .lab_rnn import rnn_cmd
-#   lab.add_command(rnn_cmd)
+# Subcommands written in their own modules are attached here with a plain import, one pair of lines each.
+from .lab_rnn import rnn_cmd  # noqa: E402
+
+lab.add_command(rnn_cmd)

@@ -22,6 +22,7 @@ COMMANDS = [
     ("attention", "attention_cmd"),
     ("heads", "heads_cmd"),
     ("lab", "lab"),
+    ("finetune", "finetune_cmd"),
 ]
 
 

@@ -23,6 +23,7 @@ COMMANDS = [
     ("heads", "heads_cmd"),
     ("lab", "lab"),
     ("finetune", "finetune_cmd"),
+    ("probe", "probe_cmd"),
 ]
 
 

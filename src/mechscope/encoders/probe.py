@@ -127,17 +127,19 @@ def _hash_class(key: str, seed: int, n_classes: int) -> int:
 
 
 def control_labels(texts: Sequence[str], n_classes: int, seed: int = 0, by: str = "words") -> np.ndarray:
-    """Control-task labels (Hewitt & Liang): each word type (lower-cased \\w+) gets a fixed random class, and a text
-    takes the most common class of its words (ties: the smallest); with by="texts", each distinct text gets one."""
-    out = np.zeros(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        if by == "texts":
-            out[i] = _hash_class(text, seed, n_classes)
-            continue
-        counts = np.bincount([_hash_class(w, seed, n_classes) for w in re.findall(r"\w+", text.lower())] or [0],
-                             minlength=n_classes)
-        out[i] = int(counts.argmax())
-    return out
+    """Control-task labels (Hewitt & Liang): every word type (lower-cased \\w+) gets a fixed random class, and a
+    text takes the class of its rarest word type (in the fewest texts here; ties by the type's hash), i.e. of the
+    word that identifies it rather than of the words every text shares (templates, function words). A probe can
+    only learn this by memorising word identities. With by="texts", each distinct text gets a random class."""
+    if by == "texts":
+        return np.array([_hash_class(t, seed, n_classes) for t in texts], dtype=np.int64)
+    words = [set(re.findall(r"\w+", t.lower())) or {t} for t in texts]
+    df: dict = {}
+    for ws in words:
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+    rarest = [min(ws, key=lambda w: (df[w], _hash_class(w, seed, 2**31))) for ws in words]
+    return np.array([_hash_class(w, seed, n_classes) for w in rarest], dtype=np.int64)
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int,

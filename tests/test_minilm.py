@@ -50,6 +50,10 @@ def reference(minilm):
             torch.testing.assert_close(resid_post, out.hidden_states[L + 1], rtol=0, atol=1e-4)  # the chain is HF's
             for kind, val in zip(KINDS, [x, pattern, z, attn_out, mid, post, mlp_out, out.hidden_states[L + 1]]):
                 ref[f"blocks.{L}.{kind}"] = val
+            q, k = (lin(x).view(B, T, H, D) for lin in (att.self.query, att.self.key))  # (B, T, H, D)
+            ref.update({f"blocks.{L}.attn.hook_q": q, f"blocks.{L}.attn.hook_k": k,
+                        f"blocks.{L}.attn.hook_v": v.transpose(1, 2),
+                        f"blocks.{L}.attn.hook_attn_scores": torch.einsum("bqhd,bkhd->bhqk", q, k) / D ** 0.5})
     return b, ref
 
 
@@ -70,7 +74,7 @@ def test_every_site_alone_equals_hf(minilm, reference):
         _, cache = minilm.run(PROMPTS, capture=[name], logits=False)  # one site alone per run
         got, want = cache[name], ref[name]
         assert got.shape == want.shape, name
-        if name.endswith("hook_pattern"):  # (B, H, T, T): real queries x real keys
+        if name.endswith(("hook_pattern", "hook_attn_scores")):  # (B, H, T, T): real queries x real keys
             keep = real[:, None, :, None] & real[:, None, None, :]
             got, want = got * keep, want * keep
         else:
@@ -89,7 +93,8 @@ def test_batched_equals_alone_under_padding(minilm, side):
         _, alone = minilm.run([p], capture=sites)
         real = cache.attention_mask[i]
         for s in sites:
-            got = cache[s][i][:, real][:, :, real] if s.endswith("hook_pattern") else cache[s][i][real]
+            got = cache[s][i][:, real][:, :, real] if s.endswith(("hook_pattern", "hook_attn_scores")) \
+                else cache[s][i][real]
             torch.testing.assert_close(got, alone[s][0], rtol=0, atol=2e-4, msg=f"{side} {s}")
 
 

@@ -194,3 +194,20 @@ def test_report_opens_offline_in_chromium(tiny_run):
             assert all(u.startswith(("file:", "data:")) for u in requests), requests
         finally:
             browser.close()
+
+
+def test_cli_refuses_bad_input_before_writing(tmp_path):
+    from click.testing import CliRunner
+
+    from mechscope.cli import main
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    r = CliRunner().invoke(main, ["lab", "rnn-vs-transformer", "--out", str(a_file), "--quick"])
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output
+    assert a_file.read_text() == "keep me"
+    r = CliRunner().invoke(main, ["lab", "rnn-vs-transformer", "--out", str(tmp_path / "o"), "--steps", "0"])
+    assert r.exit_code == 2 and "--steps 0" in r.output
+    assert not (tmp_path / "o").exists()
+    r = CliRunner().invoke(main, ["lab", "rnn-vs-transformer", "--help"])
+    assert r.exit_code == 0 and "parity" in r.output and "--quick" in r.output

@@ -5,9 +5,12 @@ import numpy as np
 
 
 def _pyplot():
+    import os
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if not os.environ.get("MPLBACKEND"):  # a notebook's kernel sets its inline backend there: keep it
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt

@@ -10,21 +10,11 @@ Both map token ids (B, T) to next-token logits (B, T, V), and both generate one 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def sinusoidal_positions(n_pos: int, d: int) -> torch.Tensor:
-    """(n_pos, d) sinusoidal positional encoding: sin on even columns, cos on odd, wavelengths 2pi .. 10000*2pi."""
-    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]  # (P, 1)
-    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,)
-    pe = torch.zeros(n_pos, d)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq)
-    return pe
+from .attention_np import sinusoidal_encoding
 
 
 class KVCache:
@@ -84,7 +74,8 @@ class CausalTransformer(nn.Module):
         super().__init__()
         self.d_model, self.n_layers, self.n_heads, self.max_len = d_model, n_layers, n_heads, max_len
         self.embed = nn.Embedding(vocab, d_model)
-        self.register_buffer("pos", sinusoidal_positions(max_len, d_model), persistent=False)
+        pe = torch.from_numpy(sinusoidal_encoding(max_len, d_model)).float()  # (max_len, D), the lab's NumPy table
+        self.register_buffer("pos", pe, persistent=False)
         self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab)

@@ -94,6 +94,17 @@ def test_control_labels_are_a_fixed_map_of_word_types():
     assert (a == b).all() and a[0] == a[1] == a[3]  # same bag of word types, same control label
     per_text = control_labels(texts, 5, seed=3, by="texts")
     assert per_text[0] == per_text[3]
+    # on templated data the control follows the word that identifies a text, not the template: texts that share
+    # their lexicon word share their control label, whatever the template around it
+    from mechscope.data import make_sentiment_data
+
+    rows = [r for r in make_sentiment_data(n=600, seed=0) if r["form"] != "contrast"]
+    ctl = control_labels([r["text"] for r in rows], 2, seed=0)
+    by_word = {}
+    for r, c in zip(rows, ctl):
+        by_word.setdefault(r["words"], set()).add(int(c))
+    assert all(len(v) == 1 for v in by_word.values())
+    assert 0.3 < ctl.mean() < 0.7
 
 
 def _classifier(seed=0):

@@ -27,7 +27,7 @@ from . import common
 @click.option("--test-fraction", default=0.2, show_default=True, help="Held-out share (without --split-field).")
 @click.option("--seed", default=0, show_default=True, help="Split, CV folds, control map, random-init model.")
 @click.option("--control", type=click.Choice(["words", "texts"]), default="words", show_default=True,
-              help="Control task: a fixed random label per word type (a text takes its words' majority) or per text.")
+              help="Control task: a fixed random label per word type (a text takes its rarest word's) or per text.")
 @click.option("--no-random-model", is_flag=True, help="Skip the randomly initialised model baseline.")
 @click.option("--ablate", is_flag=True,
               help="Project the best layer's probe direction out of the residual stream and measure the drop of a "

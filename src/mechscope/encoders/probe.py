@@ -5,7 +5,7 @@ each text's activations to one vector per (site, layer), and fits on the train s
 
   accuracy               scikit-learn's logistic regression (standardised features, C chosen by k-fold CV)
   control_accuracy       the same probe on a control task (Hewitt & Liang 2019): labels from a fixed random map
-                         of the texts' word types (majority of their mapped labels) or of whole texts
+                         of word types (a text takes its rarest word's label) or of whole texts
   selectivity            accuracy - control_accuracy: what the representation adds beyond lexical memorisation
   random_model_accuracy  the same probe on a randomly initialised model of the same architecture (fixed seed)
   mean_diff_accuracy     the difference-of-means direction (nearest class mean), no fitting at all

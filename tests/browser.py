@@ -26,3 +26,12 @@ def launch(p):
             "--disable-sync", "--disable-dev-shm-usage"])
     except Exception as err:  # a chromium that cannot start here
         pytest.skip(f"chromium did not start: {err}")
+
+
+def open_page(browser, path):
+    """`path` opened in a new page of `browser`; returns (page, the URLs of every request it made)."""
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    return page, requests

@@ -11,7 +11,7 @@ import torch
 
 import mechscope
 
-from browser import EVIL, EVIL2, launch
+from browser import EVIL, EVIL2, launch, open_page
 from conftest import tiny
 from test_finetune import rows, write_csv
 
@@ -70,10 +70,7 @@ def test_report_in_chromium(tmp_path):
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto((out / "report.html").as_uri())
+            page, requests = open_page(browser, out / "report.html")
             assert page.evaluate("window.__pwned === undefined && window.__pwned2 === undefined")
             assert page.evaluate("document.querySelector('img').naturalWidth") > 100  # the embedded curves
             body = page.inner_text("body")

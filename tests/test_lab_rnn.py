@@ -175,16 +175,13 @@ def test_run_writes_results_figures_and_report(tiny_run):
 @pytest.mark.heavy
 def test_report_opens_offline_in_chromium(tiny_run):
     sync_api = pytest.importorskip("playwright.sync_api")
-    from browser import launch
+    from browser import launch, open_page
 
     out, res = tiny_run
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto((out / "report.html").as_uri())
+            page, requests = open_page(browser, out / "report.html")
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
             assert len(widths) == sum(n.endswith(".png") for n in res["figures"]) and min(widths) > 100
             assert page.evaluate("typeof window.__pwned") == "undefined"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser import EVIL, EVIL2, launch
+from browser import EVIL, EVIL2, launch, open_page
 from mechscope.encoders.probe import ProbeResult
 from mechscope.encoders.probe_report import write_outputs
 
@@ -31,10 +31,7 @@ def test_probe_report_in_chromium(tmp_path):
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(paths["report.html"].as_uri())
+            page, requests = open_page(browser, paths["report.html"])
             body = page.inner_text("body")
             assert EVIL in body and EVIL2 in body  # shown as text, never run
             assert page.evaluate("typeof window.__pwned") == "undefined"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser import EVIL, EVIL2, launch
+from browser import EVIL, EVIL2, launch, open_page
 from mechscope.patching import PatchResult
 from mechscope.patching import save_result
 
@@ -34,10 +34,7 @@ def test_report_hover_and_escaping(tmp_path):
     with sync_api.sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(paths["report.html"].as_uri())
+            page, requests = open_page(browser, paths["report.html"])
             # hover layer 1, position 0 (value 3.75)
             page.hover("#heat td.cell[data-layer='1'][data-col='0']")
             tip = page.inner_text("#tip")

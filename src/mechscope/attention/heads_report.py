@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import fsio, htmlkit
 from ..errors import ConfigError
-from .heads import SCORE_TYPES, HeadsResult
+from .targets import SCORE_TYPES
+
+if TYPE_CHECKING:  # annotations only: heads.py imports this module to save its result
+    from .heads import HeadsResult
 
 OUTPUTS = ("heads.json", "heads.png", "report.html")
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from .targets import target_masks
 
 ABLATIONS = ("zero", "mean")
 
@@ -37,8 +38,6 @@ def check_verify(k: Optional[int], ablation: str = "zero", draws: int = 5, n_tot
 
 def loss_positions(tokens) -> torch.Tensor:
     """(T,) bool: query positions with an induction target and a next token (where the repeated-half loss is read)."""
-    from .heads import target_masks
-
     m = target_masks(tokens)[4]  # induction mask (T, T)
     has = m.sum(-1) > 0
     has[-1] = False

@@ -28,6 +28,7 @@ import torch
 from ..errors import ConfigError, SiteError
 from ..indices import parse_index_list
 from ..sites import BLOCK_SITES, available_kinds, short_name
+from .training import tokenize_for
 
 POOLS = ("mean", "cls", "last")
 CONTROLS = ("words", "texts")
@@ -68,15 +69,6 @@ def check_settings(pool: str, test_fraction: float, control: str, batch_size: in
 
 
 # ---- features ----------------------------------------------------------------------------------------------------
-def tokenize(model, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each text (the tokenizer's special tokens included), cut at `max_length` or the model's context;
-    and how many texts were cut."""
-    limit = min(max_length, model.cfg.n_ctx or max_length)
-    ids = model.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
-    full = model.tokenizer(list(texts), truncation=False)["input_ids"]
-    return [list(r) for r in ids], sum(len(a) != len(b) for a, b in zip(ids, full))
-
-
 def pool_tokens(act: torch.Tensor, mask: torch.Tensor, pool: str, last: torch.Tensor) -> torch.Tensor:
     """(B, T, D) activations of a right-padded batch -> (B, D): mean over real tokens, the first token, or the
     last real token (`last`: (B,) index)."""
@@ -92,7 +84,7 @@ def pooled_features(model, texts: Sequence[str], site_names: Sequence[str], pool
                     batch_size: int = 32, max_length: int = 128) -> tuple[dict[str, np.ndarray], dict]:
     """{site name: (N, D) float32 pooled activations} from one forward per batch (texts sorted by length so that
     batches pad little; rows come back in the input order) and {forwards, truncated, tokens}."""
-    rows, truncated = tokenize(model, texts, max_length)
+    rows, truncated = tokenize_for(model, texts, max_length)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     feats = {name: [] for name in site_names}
     forwards = 0

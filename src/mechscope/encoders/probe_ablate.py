@@ -23,6 +23,7 @@ import torch
 from ..errors import ConfigError
 from ..sites import short_name
 from ..tokens import single_token_id
+from .training import tokenize_for
 
 RESID_KINDS = ("resid_post", "resid_mid", "resid_pre")
 
@@ -101,8 +102,6 @@ def ablate_best(model, result, texts: Sequence[str], labels: np.ndarray, label_n
                 n_random: int, batch_size: int, max_length: int, layer: Optional[int] = None) -> dict:
     """Project the best (or the given) layer's probe direction out of its residual site; metric before/after,
     against `n_random` random directions."""
-    from .probe import tokenize
-
     kind = next(k for k in RESID_KINDS if k in result.kinds)
     if layer is None:
         accs = result.sites[kind]["accuracy"]
@@ -112,7 +111,7 @@ def ablate_best(model, result, texts: Sequence[str], labels: np.ndarray, label_n
     site = short_name(kind, layer)
     direction = torch.as_tensor(result.directions[(kind, layer)], dtype=torch.float32, device=model.device)
     mean = torch.as_tensor(result.means[(kind, layer)], dtype=torch.float32, device=model.device)
-    rows, _ = tokenize(model, texts, max_length)
+    rows, _ = tokenize_for(model, texts, max_length)
     if is_classifier(model):
         ids, how = _class_ids(model, label_names)
         target, token_ids, metric = np.asarray([ids[i] for i in labels]), None, "accuracy"

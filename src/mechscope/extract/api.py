@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import numpy as np
+
 from ..errors import ConfigError, DataError, ResourceError
 from . import storage
 from .config import DEFAULT_MAX_LENGTH, ExtractConfig, Settings, describe_differences, differences, parse_sites
@@ -122,7 +124,7 @@ def resolve(config: ExtractConfig, m) -> Settings:
         batch_tokens = 1024 if pack else 32768 if m.device.type == "cuda" else 8192
     shard_tokens = config.shard_tokens
     if shard_tokens is None:
-        width = {"float32": 4, "float16": 2, "bfloat16": 2}[store] * max(1, sum(dims.values()))
+        width = np.dtype(storage.STORE_DTYPES[store]).itemsize * max(1, sum(dims.values()))
         shard_tokens = max(max_length, SHARD_BYTES // width)
     return Settings(sites=[s.name for s in sites], max_length=max_length, mode=config.mode,
                     exclude_bos=config.exclude_bos, batch_tokens=max(batch_tokens, max_length),

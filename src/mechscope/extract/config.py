@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..devices import DTYPE_ALIASES
 from ..errors import ConfigError
 
 MODES = ("document", "packed")
 ENGINES = ("local", "ray")
-DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
-                 "bf16": "bfloat16", "bfloat16": "bfloat16"}
 DEFAULT_MAX_LENGTH = 256
 # How a run goes, not what it writes: never compared on --resume (a finished dataset can be pushed later, a run can
 # move to another machine or cluster).

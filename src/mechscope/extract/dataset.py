@@ -18,10 +18,9 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from ..devices import dtype_name
 from ..errors import DataError, MechscopeError
 from . import storage
-
-LOGICAL = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 def shard_rows(out: Path, shards: Sequence[int]) -> list:
@@ -89,7 +88,7 @@ class ActivationDataset:
     def dtype_of(self, site: str) -> str:
         """The logical dtype of a site's activations: float32, float16 or bfloat16 (stored as uint16 bits)."""
         self._site(site)
-        return LOGICAL[self._dtype]
+        return dtype_name(self._dtype)
 
     # ---- raw access ----------------------------------------------------------------------------------------------
     def _shard(self, k: int):

@@ -18,11 +18,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..devices import DTYPES
 from ..errors import SiteError
 from . import storage
 from .chunks import Chunk, Chunker, Settings, add_counts
 
-TORCH_STORE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def packs_by_default(model, max_length: int) -> bool:
@@ -119,7 +119,7 @@ class Runner:
         self.model, self.s = model, settings
         self.sites = storable_sites(model, settings.sites)
         self.names = [s.name for s in self.sites]
-        self.store = TORCH_STORE[settings.store_dtype]
+        self.store = DTYPES[settings.store_dtype]
         self.dims = dict(settings.dims) if settings.dims else probe_dims(model, self.sites)
         if pack is None and settings.pack is not None:
             self.pack = bool(settings.pack)

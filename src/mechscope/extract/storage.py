@@ -28,8 +28,6 @@ DATA, DOCS, ARRAYS = "data", "documents", "arrays"
 MANIFEST, RUN = "manifest.json", "run.json"
 META_KEY = b"mechscope"
 STORE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
-DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
-                 "bf16": "bfloat16", "bfloat16": "bfloat16"}
 META_COLUMNS = (("token_id", np.int32), ("doc_id", np.int64), ("position", np.int32))
 
 

@@ -13,6 +13,7 @@ import torch
 
 from .errors import MechscopeError
 from .sites import BLOCK_SITES, SITE_DOC, available_kinds
+from .tokens import require_text
 
 # ---- describe (mechscope inspect) --------------------------------------------------------------------------------
 
@@ -219,15 +220,9 @@ def describe(model) -> dict:
 
 # ---- tokenize ------------------------------------------------------------------------------------------------------
 
-def _require_text(what: str, text) -> str:
-    if not isinstance(text, str) or not text:
-        raise MechscopeError(f"{what} is empty ({text!r}). Give at least one character of text.")
-    return text
-
-
 def tokenize_table(model, text: str) -> list[dict]:
     """One row per token the model sees for `text` (special tokens such as BOS included): index, id, text piece."""
-    ids = model.tokenizer(_require_text("The text", text))["input_ids"]
+    ids = model.tokenizer(require_text("text", text, blank_ok=True))["input_ids"]
     raw = model.tokenizer.convert_ids_to_tokens(ids)
     return [{"index": i, "id": int(t), "text": model.tokenizer.decode([int(t)]), "token": r}
             for i, (t, r) in enumerate(zip(ids, raw))]
@@ -255,7 +250,7 @@ def generate(model, prompt: str, max_new_tokens: int = 32, *, greedy: Optional[b
     sampling reproducible (the global RNG state is left untouched). chat=True wraps the prompt in the chat template.
     Returns {prompt, input_text, completion, prompt_token_ids, completion_token_ids, settings}.
     """
-    _require_text("The prompt", prompt)
+    require_text("prompt", prompt, blank_ok=True)
     model.require_lm_head("generate")
     if not model.adapter.causal:
         raise MechscopeError(f"generate: {model.name} is an encoder ({model.cfg.family}), not a causal language "
@@ -309,7 +304,7 @@ def generate(model, prompt: str, max_new_tokens: int = 32, *, greedy: Optional[b
 def next_token_table(model, prompt: str, top_k: int = 20) -> list[dict]:
     """The top-k next tokens after `prompt`: rows {position (rank, 1 = most likely), token_index (id), token,
     probability, logit}, from one forward pass."""
-    _require_text("The prompt", prompt)
+    require_text("prompt", prompt, blank_ok=True)
     model.require_lm_head("next-token")
     if not model.adapter.causal:
         raise MechscopeError(f"next-token: {model.name} is an encoder ({model.cfg.family}); it does not predict a "

@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 import torch
 
-from .errors import MechscopeError
+from . import tokens
 
 
 @dataclass
@@ -37,22 +37,8 @@ class LensResult:
 
 
 def single_token_id(model, target: str) -> int:
-    """The id of `target` if it is exactly one token; otherwise a MechscopeError listing its pieces."""
-    if not isinstance(target, str) or not target:
-        raise MechscopeError(f"--target {target!r} is empty. Give the text of one token, e.g. ' Paris'.")
-    tok = model.tokenizer
-    ids = tok(target, add_special_tokens=False)["input_ids"]
-    if len(ids) == 1:
-        return int(ids[0])
-    pieces = [tok.decode([i]) for i in ids]
-    msg = (f"--target {target!r} is {len(ids)} tokens for this tokenizer, not one: "
-           f"{' + '.join(repr(p) for p in pieces) or '(nothing)'}. The lens follows a single token.")
-    spaced = " " + target
-    if not target.startswith(" ") and len(tok(spaced, add_special_tokens=False)["input_ids"]) == 1:
-        msg += f" With a leading space it is one token: use --target {spaced!r} (the usual form after a word)."
-    elif pieces:
-        msg += f" Pick one piece, e.g. --target {pieces[0]!r}."
-    raise MechscopeError(msg)
+    """The id of `target` if it is exactly one token (`tokens.single_token_id`, argument "target")."""
+    return tokens.single_token_id(model.tokenizer, target, "target", model.cfg.d_vocab, flag="--target")
 
 
 def lens_layer_logits(model, resid: torch.Tensor) -> torch.Tensor:
@@ -63,8 +49,7 @@ def lens_layer_logits(model, resid: torch.Tensor) -> torch.Tensor:
 
 def logit_lens(model, prompt: str, target: Optional[str] = None) -> LensResult:
     """Top token (and probability) per layer and position, plus the target's probability and rank if given."""
-    if not isinstance(prompt, str) or not prompt:
-        raise MechscopeError(f"The prompt is empty ({prompt!r}). Give at least one character of text.")
+    tokens.require_text("prompt", prompt, blank_ok=True)
     model.require_lm_head("The logit lens")
     target_id = single_token_id(model, target) if target is not None else None
     n_layers = model.cfg.n_layers
@@ -95,7 +80,7 @@ def logit_lens(model, prompt: str, target: Optional[str] = None) -> LensResult:
 
 def _label(piece: str, width: int = 8) -> str:
     """A token piece made visible and safe for matplotlib (no mathtext): spaces as '·', '$' escaped."""
-    text = repr(piece)[1:-1].replace(" ", "·") if piece else "∅"
+    text = tokens.show_token(piece)
     if len(text) > width:
         text = text[: width - 1] + "…"
     return text.replace("$", r"\$")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..errors import MechscopeError
 from ..jsonsafe import json_safe
+from ..tokens import require_text, show_token  # noqa: F401  (the commands use them as common.*)
 
 
 def model_options(fn):
@@ -43,18 +43,7 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(json_safe(obj, infinity=1e308), indent=2, ensure_ascii=False))
 
 
-def require_text(name: str, value: str) -> str:
-    if value is None or not value.strip():
-        raise MechscopeError(f"{name} is empty ({value!r}). Give at least one character of text.")
-    return value
-
-
 def console():
     from rich.console import Console
 
     return Console(file=sys.stdout, width=max(100, int(os.environ.get("COLUMNS", 100))), soft_wrap=False)
-
-
-def show_token(piece: str) -> str:
-    """A token piece made visible in a table: spaces as '·', newlines as '\\n'."""
-    return repr(piece)[1:-1].replace(" ", "·") if piece else "∅"

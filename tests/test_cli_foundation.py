@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import mechscope
 from mechscope import MechscopeError
-from mechscope.analysis import describe, param_counts
+from mechscope.inspection import describe, param_counts
 from mechscope.cli import main
 from mechscope.lens import logit_lens, plot_lens, single_token_id
 
@@ -116,8 +116,9 @@ def test_tokenize_json(folder, hf):
     out = cli_json("tokenize", "a b\nc", "--model", folder)
     ids = hf[1]("a b\nc")["input_ids"]
     assert [r["id"] for r in out["tokens"]] == ids
-    assert [r["index"] for r in out["tokens"]] == list(range(len(ids)))
-    assert [r["text"] for r in out["tokens"]] == [hf[1].decode([i]) for i in ids]
+    assert [r["position"] for r in out["tokens"]] == list(range(len(ids)))
+    assert [r["token"] for r in out["tokens"]] == [hf[1].decode([i]) for i in ids]
+    assert [r["piece"] for r in out["tokens"]] == hf[1].convert_ids_to_tokens(ids)
     table = cli("tokenize", "a b", "--model", folder).stdout
     assert "·" in table and "<s>" in table
 
@@ -129,12 +130,13 @@ def test_next_token_json(folder, hf):
     probs = hf_probs(hf, PROMPT)[-1]  # (V,)
     top = torch.topk(probs, 5)
     rows = out["rows"]
-    assert [r["position"] for r in rows] == [1, 2, 3, 4, 5]
-    assert [r["token_index"] for r in rows] == top.indices.tolist()
-    assert [r["probability"] for r in rows] == pytest.approx(top.values.tolist(), abs=1e-5)
-    assert rows[0]["token"] == hf[1].decode([rows[0]["token_index"]])
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["id"] for r in rows] == top.indices.tolist()
+    assert [r["prob"] for r in rows] == pytest.approx(top.values.tolist(), abs=1e-5)
+    assert rows[0]["token"] == hf[1].decode([rows[0]["id"]])
+    assert set(rows[0]) == {"rank", "id", "token", "logit", "prob"}  # the patching results' top-k schema
     text = cli("next-token", PROMPT, "-k", 3, "--model", folder).stdout
-    assert "Probability" in text and "Token index" in text
+    assert "Probability" in text and "Token id" in text and "Rank" in text
 
 
 # ---- generate ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`load` and `save`: hub ids, local folders, GGUF files and the embedded default model (SmolLM2-135M-Instruct)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -159,10 +160,41 @@ def _offline_error(model_id: str, err: Exception) -> MechscopeError:
     )
 
 
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence Hugging Face's log messages (below errors) and progress bars ("Loading weights") inside the block;
+    the settings in force before are restored afterwards."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_bars_off = hub_utils.are_progress_bars_disabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if hub_bars_off:
+            hub_utils.disable_progress_bars()
+        elif hub_utils.are_progress_bars_disabled():
+            hub_utils.enable_progress_bars()
+
+
 def load(model: Optional[str] = None, *, dtype: Union[str, torch.dtype] = "auto", device: str = "auto",
-         revision: Optional[str] = None, trust_remote_code: bool = False) -> Model:
+         revision: Optional[str] = None, trust_remote_code: bool = False, quiet: bool = False) -> Model:
     """Load a causal LM or encoder: None/"default" (embedded SmolLM2-135M-Instruct), "minilm" (embedded
-    all-MiniLM-L6-v2, a bare BERT encoder), a hub id, a folder, a .gguf."""
+    all-MiniLM-L6-v2, a bare BERT encoder), a hub id, a folder, a .gguf.
+
+    quiet=True silences Hugging Face's log messages and progress bars for the duration of the load only (the CLI
+    turns it on unless `mechscope --verbose`); mechscope's own notes (a conversion, an fp16 warning) still show."""
+    with quiet_hf() if quiet else contextlib.nullcontext():
+        return _load(model, dtype, device, revision, trust_remote_code)
+
+
+def _load(model, dtype, device, revision, trust_remote_code) -> Model:
     import transformers as tf
 
     dev = resolve_device(device)

@@ -55,7 +55,8 @@ def finetune_cmd(model_name, train, eval_path, dataset, ds_config, text_field, l
 
     r = finetune(model_name, train, eval_path, out=out, dataset=dataset, config=ds_config, text_field=text_field,
                  label_field=label_field, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-                 seed=seed, eval_fraction=eval_fraction, device=device, resume=resume, progress=not no_progress)
+                 seed=seed, eval_fraction=eval_fraction, device=device, resume=resume, progress=not no_progress,
+                 quiet=not common.verbose())
     if as_json:
         common.emit_json({k: r[k] for k in ("eval", "history", "label_names", "baselines", "truncated")})
         return

@@ -31,19 +31,16 @@ def generate_cmd(prompt, max_new_tokens, greedy, temperature, top_p, seed, chat,
       mechscope generate "What is the capital of France?" --chat
       mechscope generate "Once upon a time" --temperature 0.8 --top-p 0.9 --seed 0
     """
-    from rich.text import Text
-
-    from ..analysis import generate
+    from ..generation import check_settings, generate
 
     common.require_text("PROMPT", prompt)
+    check_settings(max_new_tokens, greedy or None, temperature, top_p)
+    common.check_model_args(dtype, device)
     model = common.load_model(model_name, dtype, device)
     out = generate(model, prompt, max_new_tokens, greedy=greedy or None, temperature=temperature, top_p=top_p,
                    seed=seed, chat=chat)
     if as_json:
         common.emit_json(out)
         return
-    con = common.console()
-    if chat:
-        con.print(Text(out["completion"]))
-    else:
-        con.print(Text(prompt, style="bold") + Text(out["completion"]))
+    # verbatim: no wrapping at the terminal width (a newline here would be one the model never produced)
+    click.echo(out["completion"] if chat else click.style(prompt, bold=True) + out["completion"])

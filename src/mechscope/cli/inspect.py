@@ -25,8 +25,9 @@ def inspect_cmd(model_name, dtype, device, as_json):
     from rich.table import Table
     from rich.text import Text
 
-    from ..analysis import describe
+    from ..inspection import describe
 
+    common.check_model_args(dtype, device)
     model = common.load_model(model_name, dtype, device)
     info = describe(model)
     if as_json:

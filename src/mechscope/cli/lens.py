@@ -34,6 +34,9 @@ def lens_cmd(prompt, target, out_dir, model_name, dtype, device, as_json):
     from ..lens import logit_lens, plot_lens
 
     common.require_text("PROMPT", prompt)
+    if target is not None:
+        common.require_text("--target", target)
+    common.check_model_args(dtype, device)
     model = common.load_model(model_name, dtype, device)
     result = logit_lens(model, prompt, target)
     result.png = str(plot_lens(result, Path(out_dir) / "lens.png"))

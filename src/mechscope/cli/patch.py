@@ -126,21 +126,20 @@ def _check_args(clean, corrupt, answers, kind, metric, direction, method, verify
 def _print(res, paths) -> None:
     from ..tokens import show_token as show
 
-    con = common.console()
+    con, line = common.console(), common.line  # header lines verbatim (never wrapped), tables through rich
     cleans = res.clean if isinstance(res.clean, list) else [res.clean]
     corrupts = res.corrupt if isinstance(res.corrupt, list) else [res.corrupt]
-    con.print(f"model    {res.model}", markup=False, highlight=False)
+    line(f"model    {res.model}")
     for c, k in zip(cleans, corrupts):
-        con.print(f"clean    {c!r}\ncorrupt  {k!r}", markup=False, highlight=False)
+        line(f"clean    {c!r}\ncorrupt  {k!r}")
     mt = res.first_answers()
-    con.print("answers  " + ", ".join(f"{t['role']}={t['token']!r} (id {t['id']})" for t in mt), markup=False,
-              highlight=False)
-    con.print(f"kind     {res.kind} ({res.direction}, {res.method}); metric {res.metric}: clean "
-              f"{res.clean_value:.4f}, corrupted {res.corrupt_value:.4f}; {res.seconds:.2f} s", markup=False,
-              highlight=False)
+    line("answers  " + ", ".join(f"{t['role']}={t['token']!r} (id {t['id']})" for t in mt))
+    line(f"kind     {res.kind} ({res.direction}, {res.method}); metric {res.metric}: clean "
+         f"{res.clean_value:.4f}, corrupted {res.corrupt_value:.4f}; {res.seconds:.2f} s")
     from rich.table import Table
 
-    t = Table(title=f"{res.metric} after patching (rows: layers, columns: {res.column_kind}s)", show_lines=False)
+    line(f"{res.metric} after patching (rows: layers, columns: {res.column_kind}s)")
+    t = Table(show_lines=False)
     t.add_column("layer", justify="right")
     for j in range(len(res.columns)):
         c = res.columns[j]
@@ -150,17 +149,16 @@ def _print(res, paths) -> None:
         t.add_row(str(L), *[f"{x:.2f}" for x in row])
     con.print(t)
     if res.verify:
-        v = Table(title=f"attribution vs exact: correlation "
-                  f"{'n/a' if res.verify_correlation is None else f'{res.verify_correlation:.4f}'} over "
-                  f"{res.verify_scope}")
+        line(f"attribution vs exact: correlation "
+             f"{'n/a' if res.verify_correlation is None else f'{res.verify_correlation:.4f}'} over {res.verify_scope}")
+        v = Table()
         for col in ("layer", res.column_kind, "attribution", "exact"):
             v.add_column(col, justify="right")
         for r in res.verify:
             v.add_row(str(r["layer"]), str(r["column"]), f"{r['attribution']:.4f}", f"{r['exact']:.4f}")
         con.print(v)
     for name, p in paths.items():
-        con.print(f"wrote {p}", markup=False, highlight=False)
+        line(f"wrote {p}")
     if res.pairs:
         folder = paths["result.json"].parent / "pairs"
-        con.print(f"wrote each pair's files under {folder}/00 .. {len(res.pairs) - 1:02d}", markup=False,
-                  highlight=False)
+        line(f"wrote each pair's files under {folder}/00 .. {len(res.pairs) - 1:02d}")

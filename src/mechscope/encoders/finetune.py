@@ -135,16 +135,17 @@ def finetune(model="minilm", train: Optional[str] = None, eval: Optional[str] = 
              out: Union[str, Path], dataset: Optional[str] = None, config: Optional[str] = None,
              text_field: str = "text", label_field: str = "label", epochs: int = 3, lr: float = 5e-5,
              batch_size: int = 32, max_length: int = 128, seed: int = 0, eval_fraction: float = 0.2,
-             device: str = "auto", resume: bool = False, progress: bool = True) -> dict:
+             device: str = "auto", resume: bool = False, progress: bool = True, quiet: bool = False) -> dict:
     """Fine-tune `model` (a name `mechscope.load` accepts, or a loaded Model) as a sequence classifier on labeled
-    texts; write the model folder, metrics.json, curves.png and report.html to `out`. Returns the metrics."""
+    texts; write the model folder, metrics.json, curves.png and report.html to `out`. Returns the metrics.
+    quiet=True silences Hugging Face's logs and progress bars while the model loads (`mechscope.load(quiet=)`)."""
     from ..loading import load
     from ..model import Model
     from . import report
 
     out = Path(out).expanduser()
     tr, ev, source = read_data(train, eval, dataset, config, text_field, label_field, eval_fraction, seed)
-    base = model if isinstance(model, Model) else load(model, device=device, dtype="fp32")
+    base = model if isinstance(model, Model) else load(model, device=device, dtype="fp32", quiet=quiet)
     _check_settings(epochs, lr, batch_size, max_length, eval_fraction, base.cfg.n_ctx)
     settings = {"model": base.name, "model_source": base.source, "data": source, "text_field": text_field,
                 "label_field": label_field, "epochs": epochs, "lr": lr, "batch_size": batch_size,

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError, MechscopeError
 from ..indices import parse_index_list
+from ..next_token import top_tokens  # noqa: F401  (the top-k row schema; patching.experiment.top_tokens stays)
 from ..tokens import single_token_id
 from . import validate
 from .attribution import attribution_cells, pearson, top_cells
@@ -26,15 +27,6 @@ from .result import PatchResult
 def token_rows(model, ids) -> list:
     """[{position, id, token}] for a prompt's token ids (the schema of `mechscope tokenize`)."""
     return [{"position": i, "id": int(t), "token": model.tokenizer.decode([int(t)])} for i, t in enumerate(ids)]
-
-
-def top_tokens(model, logits: torch.Tensor, k: int = 20) -> list:
-    """The k most likely next tokens as {rank, id, token, logit, prob} rows (the schema of `mechscope next-token`)."""
-    logits = logits.float()
-    probs = torch.softmax(logits, -1)
-    p, idx = probs.topk(k)
-    return [{"rank": r + 1, "id": int(i), "token": model.tokenizer.decode([int(i)]), "logit": float(logits[i]),
-             "prob": float(v)} for r, (v, i) in enumerate(zip(p.tolist(), idx.tolist()))]
 
 
 def command_for(model_name: str, clean: str = None, corrupt: str = None, answers=(), kind=None, metric=None,

@@ -31,12 +31,12 @@ def test_one_dtype_alias_table():
 
 
 def test_one_copy_of_the_token_helpers():
-    from mechscope import analysis, lens, tokens
+    from mechscope import generation, lens, next_token, tokenization, tokens
     from mechscope.cli import common
 
     assert common.show_token is tokens.show_token and common.require_text is tokens.require_text
-    assert analysis.require_text is tokens.require_text
-    assert not hasattr(analysis, "_require_text")
+    for module in (generation, next_token, tokenization):
+        assert module.require_text is tokens.require_text
     assert lens.tokens is tokens  # lens.single_token_id is a wrapper over tokens.single_token_id
 
 

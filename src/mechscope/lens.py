@@ -38,7 +38,8 @@ class LensResult:
 
 def single_token_id(model, target: str) -> int:
     """The id of `target` if it is exactly one token (`tokens.single_token_id`, argument "target")."""
-    return tokens.single_token_id(model.tokenizer, target, "target", model.cfg.d_vocab, flag="--target")
+    vocab_size = getattr(getattr(model, "cfg", None), "d_vocab", None)  # a bare tokenizer holder has no cfg
+    return tokens.single_token_id(model.tokenizer, target, "target", vocab_size, flag="--target")
 
 
 def lens_layer_logits(model, resid: torch.Tensor) -> torch.Tensor:

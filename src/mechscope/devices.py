@@ -5,7 +5,7 @@ from typing import Union
 
 import torch
 
-from .errors import ConfigError, ResourceError
+from .errors import ConfigError, ResourceError, flag_name
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -16,7 +16,7 @@ DTYPE_ALIASES = {alias: DTYPE_NAMES[dt] for alias, dt in DTYPES.items()}
 
 def _named(argument: str, value) -> str:
     """`device='tpu' (--device)`: the Python argument and value, with the CLI flag that sets it."""
-    return f"{argument}={value!r} (--{argument.replace('_', '-')})"
+    return f"{argument}={value!r} ({flag_name(argument)})"
 
 
 def _mps() -> bool:

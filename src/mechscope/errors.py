@@ -24,6 +24,15 @@ class MechscopeError(ValueError):
         super().__init__(message)
         self.argument = argument
 
+def flag_name(argument: Optional[str]) -> Optional[str]:
+    """The CLI spelling of a library argument name: 'max_new_tokens' -> '--max-new-tokens'; 'PROMPT' and
+    '--clean' stay as they are."""
+    if not argument:
+        return None
+    if argument.startswith("-") or argument.isupper():
+        return argument
+    return "--" + argument.replace("_", "-")
+
 
 class SiteError(MechscopeError):
     """An unknown site, a site this family does not have, or a layer out of range."""

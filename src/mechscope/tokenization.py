@@ -4,10 +4,16 @@ from __future__ import annotations
 from .tokens import require_text
 
 
+def token_rows(model, ids) -> list[dict]:
+    """One row {position, id, token (its decoded text)} per token id: the token-row schema of every output."""
+    return [{"position": i, "id": int(t), "token": model.tokenizer.decode([int(t)])} for i, t in enumerate(ids)]
+
+
 def tokenize_table(model, text: str) -> list[dict]:
-    """One row per token the model reads for `text` (special tokens such as BOS included): {position, id, token
-    (its decoded text), piece (the raw vocabulary entry)}, the token-row schema of the patching results too."""
+    """One row per token the model reads for `text` (special tokens such as BOS included): `token_rows` plus
+    piece (the raw vocabulary entry)."""
     ids = model.tokenizer(require_text("text", text, blank_ok=True))["input_ids"]
-    raw = model.tokenizer.convert_ids_to_tokens(ids)
-    return [{"position": i, "id": int(t), "token": model.tokenizer.decode([int(t)]), "piece": r}
-            for i, (t, r) in enumerate(zip(ids, raw))]
+    rows = token_rows(model, ids)
+    for row, piece in zip(rows, model.tokenizer.convert_ids_to_tokens(ids)):
+        row["piece"] = piece
+    return rows

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from ..errors import MechscopeError
-from .common import default_threads, flag_name
+from ..errors import MechscopeError, flag_name
+from .common import default_threads
 
 
 class Group(click.Group):

@@ -47,14 +47,6 @@ def default_threads() -> Optional[int]:
     return max(1, min(4, cores))
 
 
-def flag_name(argument: Optional[str]) -> Optional[str]:
-    """The CLI spelling of a library argument name: 'max_new_tokens' -> '--max-new-tokens'; 'PROMPT' and
-    '--clean' stay as they are."""
-    if not argument:
-        return None
-    if argument.startswith("-") or argument.isupper():
-        return argument
-    return "--" + argument.replace("_", "-")
 
 
 def check_model_args(dtype: str, device: str) -> None:

@@ -16,17 +16,13 @@ import torch
 from ..errors import ConfigError, MechscopeError
 from ..indices import parse_index_list
 from ..next_token import top_tokens  # noqa: F401  (the top-k row schema; patching.experiment.top_tokens stays)
+from ..tokenization import token_rows
 from ..tokens import single_token_id
 from . import validate
 from .attribution import attribution_cells, pearson, top_cells
 from .exact import Cell, exact_cells, record
 from .metrics import METRICS, make_metric
 from .result import PatchResult
-
-
-def token_rows(model, ids) -> list:
-    """[{position, id, token}] for a prompt's token ids (the schema of `mechscope tokenize`)."""
-    return [{"position": i, "id": int(t), "token": model.tokenizer.decode([int(t)])} for i, t in enumerate(ids)]
 
 
 def command_for(model_name: str, clean: str = None, corrupt: str = None, answers=(), kind=None, metric=None,
